@@ -30,3 +30,29 @@ def cache_dir() -> Path:
     path = Path(value).expanduser() if value else Path.home() / ".cache" / "lesionlib"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def print_environment() -> str:
+    """Print (and return) Python, torch, torchvision and lesionlib versions, the device and smoke mode."""
+    import platform
+
+    import torch
+    import torchvision
+
+    import lesionlib
+
+    if torch.cuda.is_available():
+        device = f"cuda ({torch.cuda.get_device_name(0)})"
+    elif torch.backends.mps.is_available():
+        device = "mps (Apple GPU)"
+    else:
+        device = "cpu (no GPU: training is slow; on Colab choose Runtime → Change runtime type → GPU)"
+    lines = [
+        f"python {platform.python_version()} | torch {torch.__version__} | "
+        f"torchvision {torchvision.__version__} | lesionlib {lesionlib.__version__}",
+        f"device: {device}",
+        f"smoke mode: {'ON (tiny synthetic run)' if smoke_mode() else 'off'}",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    return text

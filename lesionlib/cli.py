@@ -1,0 +1,303 @@
+"""``python -m lesionlib {train,evaluate,download,prepare,validate}``: the course's command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+LAYOUTS = ("isic2019", "isic2016", "ham10000", "imagefolder", "synthetic")
+
+
+def _add_data_args(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=required,
+        help="dataset folder (official layout); omitted: the embedded synthetic sample",
+    )
+    p.add_argument("--layout", choices=LAYOUTS, default=None, help="layout of --data")
+    p.add_argument(
+        "--skip-missing",
+        action="store_true",
+        help="keep only the listed images that are present (default: error on missing images)",
+    )
+    p.add_argument(
+        "--cache-size",
+        type=int,
+        default=None,
+        metavar="S",
+        help="read images from a pre-resized cache (shorter side S px), built on first use",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    from lesionlib.download import DATASETS
+    from lesionlib.models import MODEL_NAMES
+    from lesionlib.transforms import AUGMENT_PRESETS
+
+    parser = argparse.ArgumentParser(prog="python -m lesionlib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model; writes OUT/model.pt and OUT/metrics.json")
+    _add_data_args(t, required=False)
+    t.add_argument("--model", choices=MODEL_NAMES, default="simplecnn")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--image-size", type=int, default=64)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate (model default)")
+    t.add_argument("--weight-decay", type=float, default=1e-4)
+    t.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    t.add_argument("--scheduler", choices=("onecycle", "none"), default="onecycle")
+    t.add_argument("--grad-clip", type=float, default=None, help="clip gradient values at this")
+    t.add_argument("--no-pretrained", action="store_true", help="random init (no ImageNet)")
+    t.add_argument("--freeze-backbone", action="store_true", help="train only the new head")
+    t.add_argument("--augment", choices=AUGMENT_PRESETS, default="basic")
+    t.add_argument("--class-weights", action="store_true", help="class-weighted cross-entropy")
+    t.add_argument("--balanced-sampler", action="store_true", help="oversample rare classes")
+    t.add_argument("--val-fraction", type=float, default=0.15)
+    t.add_argument("--test-fraction", type=float, default=0.15)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--num-workers", type=int, default=None)
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument("--out", type=Path, default=Path("runs/latest"))
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint on every image of a dataset")
+    e.add_argument("--checkpoint", type=Path, required=True)
+    _add_data_args(e, required=False)
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--tta", action="store_true", help="test-time augmentation (flips)")
+    e.add_argument("--out", type=Path, default=None, help="write the metrics JSON here")
+
+    d = sub.add_parser("download", help="download an official dataset, verified")
+    d.add_argument("dataset", choices=sorted(DATASETS))
+    d.add_argument("--to", type=Path, default=Path("data"))
+    d.add_argument("--drive-dir", type=Path, default=None, help="keep archives here (Colab)")
+
+    pr = sub.add_parser("prepare", help="build the pre-resized image cache for a dataset")
+    _add_data_args(pr, required=True)
+    pr.add_argument("--size", type=int, default=256)
+    pr.add_argument("--workers", type=int, default=None)
+
+    v = sub.add_parser("validate", help="scan a dataset and report problems before training")
+    _add_data_args(v, required=True)
+    v.add_argument("--out", type=Path, default=None, help="write the report as JSON")
+    return parser
+
+
+def _table(args: argparse.Namespace):
+    """Read the dataset named by --data/--layout (or the synthetic sample) into one table."""
+    from lesionlib.datasets import load_table
+    from lesionlib.synthetic import default_sample
+
+    if args.data is None:
+        if args.layout not in (None, "synthetic"):
+            raise SystemExit("error: --layout needs --data (the folder holding that dataset)")
+        root, layout = default_sample(), "isic2019"
+        print(f"No --data given: using the embedded synthetic sample in {root}")
+    else:
+        if args.layout is None:
+            raise SystemExit(f"error: say which layout {args.data} has: --layout {{{','.join(LAYOUTS)}}}")
+        root, layout = args.data, args.layout
+    table = load_table(root, layout, missing="drop" if args.skip_missing else "error")
+    if getattr(args, "cache_size", None):
+        from lesionlib.cache import prepare_cache
+
+        table = prepare_cache(table, size=args.cache_size)
+    return table
+
+
+def _print_metrics(metrics: dict[str, Any], header: str) -> None:
+    auc = metrics.get("macro_auc")
+    print(header)
+    print(f"  accuracy           {metrics['accuracy']:.4f}")
+    print(f"  balanced accuracy  {metrics['balanced_accuracy']:.4f}")
+    print(f"  macro AUC          {auc:.4f}" if auc is not None else "  macro AUC          n/a")
+    for cls, row in metrics["per_class"].items():
+        print(
+            f"  {cls:>10}  recall {row['recall']:.3f}  precision {row['precision']:.3f}"
+            f"  n={row['support']}"
+        )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train, keep the best epoch on the validation split, report on the held-out test split."""
+    from lesionlib.datasets import classes_of, split_table
+    from lesionlib.metrics import evaluate_predictions
+    from lesionlib.models import build_model, count_parameters
+    from lesionlib.train import fit, make_loaders, predict, save_model, seed_everything
+
+    seed_everything(args.seed)
+    table = _table(args)
+    table = split_table(table, args.val_fraction, args.test_fraction, seed=args.seed)
+    classes = classes_of(table)
+    counts = table.groupby("split", observed=True).size().to_dict()
+    print(f"{len(table)} images, {len(classes)} classes {classes}, splits {counts}")
+
+    pretrained = args.model != "simplecnn" and not args.no_pretrained
+    model = build_model(
+        args.model,
+        len(classes),
+        pretrained=pretrained,
+        freeze_backbone=args.freeze_backbone,
+        image_size=args.image_size,
+    )
+    lr = args.lr if args.lr is not None else default_lr(args.model, args.optimizer)
+    print(
+        f"model {args.model}: {count_parameters(model):,} parameters, "
+        f"weights {model.pretrained_source}"
+    )
+    settings = {
+        "model": args.model,
+        "layout": args.layout or "synthetic",
+        "data": str(args.data) if args.data else "embedded synthetic sample",
+        "image_size": args.image_size,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": lr,
+        "weight_decay": args.weight_decay,
+        "optimizer": args.optimizer,
+        "scheduler": args.scheduler,
+        "grad_clip": args.grad_clip,
+        "pretrained": model.pretrained_source,
+        "freeze_backbone": args.freeze_backbone,
+        "augment": args.augment,
+        "class_weights": args.class_weights,
+        "balanced_sampler": args.balanced_sampler,
+        "val_fraction": args.val_fraction,
+        "test_fraction": args.test_fraction,
+        "seed": args.seed,
+        "split_sizes": {str(k): int(v) for k, v in counts.items()},
+    }
+    loaders = make_loaders(
+        table,
+        args.image_size,
+        batch_size=args.batch_size,
+        augment=args.augment,
+        balanced_sampler=args.balanced_sampler,
+        num_workers=args.num_workers,
+        seed=args.seed,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = fit(
+        model,
+        loaders,
+        args.epochs,
+        optimizer=args.optimizer,
+        lr=lr,
+        weight_decay=args.weight_decay,
+        scheduler=None if args.scheduler == "none" else args.scheduler,
+        grad_clip=args.grad_clip,
+        class_weights=args.class_weights,
+        progress=not args.quiet,
+        checkpoint_path=args.out / "checkpoint.pt",
+        resume=args.resume,
+        settings=settings,
+        classes=classes,
+    )
+    settings["best_epoch"] = result.best_epoch
+    settings["train_seconds"] = round(result.seconds, 1)
+    settings["device"] = result.device
+    eval_split = "test" if "test" in loaders else "val"
+    probs, targets = predict(model, loaders[eval_split])
+    metrics = evaluate_predictions(targets, probs, classes)
+    metrics.update(history=result.history, settings=settings, evaluated_on=eval_split)
+    save_model(args.out / "model.pt", model, classes, settings)
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _print_metrics(metrics, f"Best epoch {result.best_epoch}; {eval_split} split:")
+    print(f"wrote {args.out / 'model.pt'} and {args.out / 'metrics.json'}")
+    return 0
+
+
+def default_lr(model: str, optimizer: str) -> float:
+    """The peak learning rate each reference recipe uses unless --lr is given."""
+    if optimizer == "sgd":
+        return 1e-2
+    return 1e-3
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a saved model on every image of a dataset, with the classes stored in it."""
+    import pandas as pd
+    from torch.utils.data import DataLoader
+
+    from lesionlib.datasets import LesionDataset, classes_of
+    from lesionlib.metrics import evaluate_predictions
+    from lesionlib.train import load_model, predict
+    from lesionlib.transforms import eval_transform
+
+    model, classes, settings = load_model(args.checkpoint)
+    table = _table(args)
+    unknown = sorted(set(classes_of(table)) - set(classes))
+    if unknown:
+        raise SystemExit(
+            f"error: {args.data} has classes {unknown} that the model in {args.checkpoint} "
+            f"was not trained on (it knows {classes})"
+        )
+    table = table.assign(label=pd.Categorical(table["label"].astype(str), categories=classes))
+    table["target"] = table["label"].cat.codes.astype("int64")
+    dataset = LesionDataset(table, eval_transform(settings["image_size"]))
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
+    probs, targets = predict(model, loader, tta=args.tta)
+    metrics = evaluate_predictions(targets, probs, classes)
+    metrics["settings"] = {"checkpoint": str(args.checkpoint), "data": str(args.data), "tta": args.tta}
+    _print_metrics(metrics, f"{len(table)} images from {args.data or 'the synthetic sample'}:")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(metrics, indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    """Download and extract one official dataset."""
+    from lesionlib.download import download
+
+    root = download(args.dataset, args.to, drive_dir=args.drive_dir)
+    print(f"{args.dataset} is ready in {root}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Build the pre-resized cache once, so that training reads small images."""
+    args.cache_size = args.size
+    table = _table(args)
+    print(f"cached {len(table)} images at {args.size} px")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Scan every image of a dataset and print a report; exit 1 when something is wrong."""
+    from lesionlib.datasets import validate_table
+
+    table = _table(args)
+    report = validate_table(table)
+    print(json.dumps(report, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2))
+    return 0 if not report["unreadable"] and not report["duplicates"] else 1
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "download": cmd_download,
+    "prepare": cmd_prepare,
+    "validate": cmd_validate,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse arguments and run the sub-command; library errors become one clear line."""
+    from lesionlib.datasets import DatasetError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (DatasetError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
