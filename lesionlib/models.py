@@ -1,0 +1,165 @@
+"""Networks: the seeds' SimpleCNN and torchvision ResNet/VGG with a new classification head."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import models as tvm
+from torchvision.models import WeightsEnum
+
+MODEL_NAMES: tuple[str, ...] = ("simplecnn", "resnet18", "resnet50", "vgg19")
+
+_TORCHVISION = {
+    "resnet18": (tvm.resnet18, tvm.ResNet18_Weights.DEFAULT),
+    "resnet50": (tvm.resnet50, tvm.ResNet50_Weights.DEFAULT),
+    "vgg19": (tvm.vgg19, tvm.VGG19_Weights.DEFAULT),
+}
+
+RANDOM_INIT = "none (random init)"
+"""``model.pretrained_source`` of a model that starts from random weights."""
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be downloaded or read; the message says where to put them."""
+
+
+class SimpleCNN(nn.Module):
+    """The seeds' small network: two 5×5 convolutions with max pooling, then three linear layers.
+
+    ``image_size`` sets the input of ``fc1``: 32·53·53 = 89,888 features at 224 px.
+    """
+
+    def __init__(self, num_classes: int = 8, image_size: int = 224) -> None:
+        super().__init__()
+        if image_size < 16:
+            raise ValueError(
+                f"SimpleCNN needs image_size >= 16 (two 5×5 convolutions and two 2×2 poolings "
+                f"leave nothing of a smaller image), got {image_size}"
+            )
+        self.image_size = image_size
+        side = ((image_size - 4) // 2 - 4) // 2
+        self.flat_features = 32 * side * side
+        self.conv1 = nn.Conv2d(3, 16, 5)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(16, 32, 5)
+        self.fc1 = nn.Linear(self.flat_features, 1200)
+        self.fc2 = nn.Linear(1200, 840)
+        self.fc3 = nn.Linear(840, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape ``(batch, num_classes)``."""
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = torch.flatten(x, 1)  # keeps the batch dimension, unlike the seeds' view(-1, ...)
+        if x.shape[1] != self.flat_features:
+            raise ValueError(
+                f"SimpleCNN was built for {self.image_size}×{self.image_size} images but got "
+                f"{tuple(x.shape)} features; build it with image_size equal to the transforms' size"
+            )
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+def _cached_file(weights: WeightsEnum) -> Path:
+    """Where torch hub keeps (or will download) the file of ``weights``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+
+
+def _check_cached_hash(path: Path) -> None:
+    """Check a cached file against the SHA-256 prefix in its name (torch hub checks downloads)."""
+    match = torch.hub.HASH_REGEX.search(path.name)
+    if match is None:
+        return
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    if not digest.hexdigest().startswith(match.group(1)):
+        raise RuntimeError(
+            f"the cached file's SHA-256 does not start with {match.group(1)} as its name says "
+            "(a corrupt, partial or different file); delete it to download it again"
+        )
+
+
+def load_pretrained_state(weights: WeightsEnum, check_hash: bool = True) -> dict[str, torch.Tensor]:
+    """The state dict of torchvision ``weights``, from the torch hub cache or downloaded into it.
+
+    With ``check_hash`` the file's SHA-256 must start with the hash in its name, also for a file
+    already in the cache. Any failure raises :class:`WeightsUnavailableError` naming the URL, the
+    exact path to put the file at, and the alternative (``pretrained=False``).
+    """
+    path = _cached_file(weights)
+    try:
+        if check_hash and path.is_file():
+            _check_cached_hash(path)
+        return weights.get_state_dict(progress=True, check_hash=check_hash)
+    except Exception as err:  # network, hash, disk or unpickling: all mean "no weights"
+        raise WeightsUnavailableError(
+            f"pretrained weights {type(weights).__name__}.{weights.name} are unavailable "
+            f"({type(err).__name__}: {err}).\n"
+            f"  Fix 1: download {weights.url}\n"
+            f"         and save it as {path}\n"
+            "  Fix 2: train from random initialisation: pretrained=False "
+            "(command line: --no-pretrained)."
+        ) from err
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    pretrained: bool = True,
+    freeze_backbone: bool = False,
+    image_size: int = 224,
+    *,
+    check_hash: bool = True,
+) -> nn.Module:
+    """One of :data:`MODEL_NAMES` with a ``num_classes`` head; ``model.pretrained_source`` says
+    which weights it starts from.
+
+    ``pretrained`` loads torchvision's ImageNet weights (see :func:`load_pretrained_state`);
+    ``freeze_backbone`` then trains only the new head. ``image_size`` matters only for
+    ``simplecnn``. ``check_hash=False`` accepts a cached weights file whose SHA-256 does not match
+    its name (e.g. your own copy saved under that name).
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
+    if name == "simplecnn" and pretrained:
+        raise ValueError(
+            "simplecnn has no pretrained weights (it is trained from scratch); "
+            "use pretrained=False (command line: --no-pretrained)"
+        )
+    if freeze_backbone and not pretrained:
+        raise ValueError(
+            "freeze_backbone=True needs pretrained=True: a frozen random backbone never learns, "
+            "only the head would train on random features"
+        )
+    if name == "simplecnn":
+        model: nn.Module = SimpleCNN(num_classes, image_size)
+        model.pretrained_source = RANDOM_INIT
+        return model
+
+    constructor, weights = _TORCHVISION[name]
+    model = constructor(weights=None)
+    if pretrained:
+        model.load_state_dict(load_pretrained_state(weights, check_hash=check_hash))
+        model.pretrained_source = f"{type(weights).__name__}.{weights.name}"
+    else:
+        model.pretrained_source = RANDOM_INIT
+    if freeze_backbone:
+        model.requires_grad_(False)
+    if name.startswith("resnet"):
+        model.fc = nn.Linear(model.fc.in_features, num_classes)
+    else:
+        model.classifier[6] = nn.Linear(model.classifier[6].in_features, num_classes)
+    return model
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (only those with ``requires_grad`` when ``trainable_only``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

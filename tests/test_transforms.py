@@ -1,0 +1,94 @@
+"""Transforms: output shape/dtype, exact normalisation, centre crop, augmentation, denormalize."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lesionlib.transforms import (
+    AUGMENT_PRESETS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    denormalize,
+    eval_transform,
+    train_transform,
+)
+
+
+def _noise_image(width: int = 48, height: int = 40, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8), "RGB")
+
+
+@pytest.mark.parametrize("augment", AUGMENT_PRESETS)
+def test_train_transform_output_is_normalised_float_square(augment: str) -> None:
+    out = train_transform(32, augment)(_noise_image())
+    assert type(out) is torch.Tensor
+    assert out.dtype == torch.float32
+    assert out.shape == (3, 32, 32)
+    assert out.min() < 0  # normalised, not [0, 1]
+
+
+def test_eval_transform_normalises_exactly() -> None:
+    pixel = (255, 0, 128)
+    image = Image.new("RGB", (40, 30), pixel)
+    out = eval_transform(24)(image)
+    assert out.shape == (3, 24, 24)
+    channels = zip(pixel, IMAGENET_MEAN, IMAGENET_STD, strict=True)
+    for channel, (value, mean, std) in enumerate(channels):
+        expected = torch.full((24, 24), (value / 255 - mean) / std)
+        torch.testing.assert_close(out[channel], expected)
+
+
+def test_eval_transform_resizes_shorter_side_then_centre_crops() -> None:
+    # 96×32: red | green | blue thirds. A squashing resize would keep red and blue;
+    # shorter side to 32 + centre crop keeps only the green middle.
+    array = np.zeros((32, 96, 3), dtype=np.uint8)
+    array[:, :32, 0] = 255
+    array[:, 32:64, 1] = 255
+    array[:, 64:, 2] = 255
+    out = denormalize(eval_transform(32)(Image.fromarray(array, "RGB")))
+    torch.testing.assert_close(out[1], torch.ones(32, 32), atol=1e-5, rtol=0)
+    assert out[0].max() < 1e-5 and out[2].max() < 1e-5
+
+
+def test_eval_transform_is_deterministic_and_none_preset_matches_it() -> None:
+    image = _noise_image()
+    first = eval_transform(32)(image)
+    torch.testing.assert_close(eval_transform(32)(image), first)
+    torch.testing.assert_close(train_transform(32, "none")(image), first)
+
+
+@pytest.mark.parametrize("augment", ["basic", "strong"])
+def test_augmentation_is_random(augment: str) -> None:
+    torch.manual_seed(0)
+    transform = train_transform(32, augment)
+    image = _noise_image()
+    outputs = [transform(image) for _ in range(4)]
+    assert any(not torch.equal(outputs[0], other) for other in outputs[1:])
+
+
+def test_unknown_preset_lists_the_choices() -> None:
+    with pytest.raises(ValueError, match="unknown augment preset 'heavy'") as info:
+        train_transform(32, "heavy")
+    for preset in AUGMENT_PRESETS:
+        assert preset in str(info.value)
+
+
+def test_denormalize_inverts_eval_transform_for_single_and_batch() -> None:
+    image = _noise_image(32, 32)
+    original = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
+    normalised = eval_transform(32)(image)
+    torch.testing.assert_close(denormalize(normalised), original, atol=1e-5, rtol=0)
+    batch = denormalize(torch.stack([normalised, normalised]))
+    assert batch.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(batch[1], original, atol=1e-5, rtol=0)
+
+
+def test_denormalize_clamps_and_rejects_wrong_shapes() -> None:
+    out = denormalize(torch.full((3, 4, 4), 100.0))
+    assert out.max() == 1.0
+    with pytest.raises(ValueError, match="3-channel"):
+        denormalize(torch.zeros(1, 4, 4))
