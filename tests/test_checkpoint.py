@@ -1,0 +1,222 @@
+"""lesionlib.train checkpoints: exact resume after an interruption, safe loading, model files."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from lesionlib.models import build_model
+from lesionlib.train import (
+    CheckpointError,
+    fit,
+    load_checkpoint,
+    load_model,
+    predict,
+    save_model,
+    seed_everything,
+)
+
+CLASSES = ["MEL", "NV", "BCC"]
+SETTINGS = {"model": "mlp", "image_size": 16, "note": "test"}
+
+
+class NoisyData(Dataset):
+    """Tiny 3-class images with random noise and flips drawn from torch's and Python's global RNGs
+    (like augmentation), which raises KeyboardInterrupt after ``interrupt_after`` items."""
+
+    def __init__(self, n: int = 40) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, 16, 16, generator=g)
+        self.y = torch.arange(n) % 3
+        self.x[torch.arange(n), self.y] += 1.0
+        self.interrupt_after: int | None = None
+        self.served = 0
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        if self.interrupt_after is not None and self.served >= self.interrupt_after:
+            raise KeyboardInterrupt  # the student stops the cell / Colab disconnects
+        self.served += 1
+        image = self.x[i] + 0.1 * torch.randn(3, 16, 16)
+        if random.random() < 0.5:
+            image = image.flip(-1)
+        return image, self.y[i]
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(768, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3)
+    )
+
+
+def _loaders(train: Dataset) -> dict[str, DataLoader]:
+    val_images = torch.randn(12, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    val = TensorDataset(val_images, torch.arange(12) % 3)
+    return {
+        "train": DataLoader(
+            train, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0)
+        ),
+        "val": DataLoader(val, batch_size=6),
+    }
+
+
+@pytest.fixture
+def restore_determinism():
+    """seed_everything(deterministic=True) changes process-wide switches: put them back."""
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
+
+
+def _fit(model, loaders, path, **kw):
+    return fit(
+        model, loaders, 3, lr=1e-2, progress=False, checkpoint_path=path,
+        settings=SETTINGS, classes=CLASSES, **kw,
+    )  # fmt: skip
+
+
+def _same_tensors(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(
+    tmp_path, capsys, restore_determinism
+):
+    seed_everything(0, deterministic=True)
+    model = _mlp()
+    straight = _fit(model, _loaders(NoisyData()), tmp_path / "straight.pt")
+    straight_weights = model.state_dict()
+
+    seed_everything(0, deterministic=True)
+    data = NoisyData()
+    loaders = _loaders(data)
+    data.interrupt_after = len(data)  # the first batch of epoch 2 never arrives
+    with pytest.raises(KeyboardInterrupt):
+        _fit(_mlp(), loaders, tmp_path / "resumed.pt")
+    assert load_checkpoint(tmp_path / "resumed.pt")["epoch"] == 1
+    assert "Interrupted in epoch 2" in capsys.readouterr().out
+
+    seed_everything(123)  # a new session: other seeds, fresh model, optimizer and loaders
+    data.interrupt_after = None
+    model = _mlp()
+    resumed = _fit(model, _loaders(data), tmp_path / "resumed.pt", resume=True)
+
+    assert _same_tensors(model.state_dict(), straight_weights)
+    assert resumed.best_epoch == straight.best_epoch
+    without_time = [{k: v for k, v in row.items() if k != "seconds"} for row in resumed.history]
+    assert without_time == [
+        {k: v for k, v in row.items() if k != "seconds"} for row in straight.history
+    ]
+    a, b = (load_checkpoint(tmp_path / name) for name in ("straight.pt", "resumed.pt"))
+    assert _same_tensors(a["model"], b["model"])  # the last epoch's weights too, not just the best
+    assert a["optimizer"]["state"][0]["step"] == b["optimizer"]["state"][0]["step"]
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_checkpoint_is_plain_data_loadable_with_weights_only(tmp_path):
+    torch.manual_seed(0)
+    model = _mlp()
+    result = _fit(model, _loaders(NoisyData()), tmp_path / "run" / "checkpoint.pt")
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 3 and state["settings"] == SETTINGS and state["classes"] == CLASSES
+    assert state["history"] == result.history and state["best_epoch"] == result.best_epoch
+    assert _same_tensors(state["best_state"], model.state_dict())
+    assert {"python", "numpy", "torch", "cuda", "loaders"} <= set(state["rng"])
+    assert not (tmp_path / "run" / "checkpoint.pt.tmp").exists()
+
+
+def test_resume_of_a_finished_run_trains_no_more(tmp_path):
+    torch.manual_seed(0)
+    first = _fit(_mlp(), _loaders(NoisyData()), tmp_path / "c.pt")
+    data = NoisyData()
+    model = _mlp()
+    again = _fit(model, _loaders(data), tmp_path / "c.pt", resume=True)
+    assert data.served == 0
+    assert again.history == first.history and again.best_epoch == first.best_epoch
+    assert _same_tensors(model.state_dict(), load_checkpoint(tmp_path / "c.pt")["best_state"])
+
+
+def test_resume_without_a_checkpoint_starts_fresh_and_says_so(tmp_path, capsys):
+    torch.manual_seed(0)
+    result = _fit(_mlp(), _loaders(NoisyData()), tmp_path / "new.pt", resume=True)
+    assert len(result.history) == 3 and (tmp_path / "new.pt").is_file()
+    assert f"No checkpoint at {tmp_path / 'new.pt'}" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="resume=True needs checkpoint_path"):
+        fit(_mlp(), _loaders(NoisyData()), 1, resume=True, progress=False)
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "c.pt"
+    _fit(_mlp(), _loaders(NoisyData()), path)
+    with pytest.raises(CheckpointError, match=r"epochs: 3 in the checkpoint, 5 now") as info:
+        fit(_mlp(), _loaders(NoisyData()), 5, lr=1e-2, progress=False, checkpoint_path=path,
+            resume=True, settings=SETTINGS, classes=CLASSES)  # fmt: skip
+    assert str(path) in str(info.value)
+    with pytest.raises(CheckpointError, match=r"classes: \['MEL', 'NV', 'BCC'\] in the checkpoint"):
+        fit(_mlp(), _loaders(NoisyData()), 3, lr=1e-2, progress=False, checkpoint_path=path,
+            resume=True, settings=SETTINGS, classes=["benign", "malignant", "other"])  # fmt: skip
+    wider = nn.Sequential(nn.Flatten(), nn.Linear(768, 32), nn.ReLU(), nn.Linear(32, 3))
+    with pytest.raises(CheckpointError, match="different model"):
+        _fit(wider, _loaders(NoisyData()), path, resume=True)
+
+
+def test_unreadable_or_foreign_files_give_an_error_naming_them(tmp_path):
+    torch.manual_seed(0)
+    good = tmp_path / "good.pt"
+    _fit(_mlp(), _loaders(NoisyData()), good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt") as info:
+        load_checkpoint(truncated)
+    assert str(truncated) in str(info.value)
+    with pytest.raises(CheckpointError, match="truncated.pt"):
+        _fit(_mlp(), _loaders(NoisyData()), truncated, resume=True)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": _mlp().state_dict()}, foreign)
+    with pytest.raises(CheckpointError, match="foreign.pt is not a lesionlib checkpoint"):
+        load_checkpoint(foreign)
+    future = tmp_path / "future.pt"
+    torch.save({"lesionlib": "checkpoint", "version": 99}, future)
+    with pytest.raises(CheckpointError, match="future.pt has lesionlib file format version 99"):
+        load_checkpoint(future)
+    with pytest.raises(CheckpointError, match="it is a lesionlib checkpoint file"):
+        load_model(good)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_settings_must_be_json_safe(tmp_path):
+    with pytest.raises(ValueError, match="JSON-safe.*str\\(\\)"):
+        fit(_mlp(), _loaders(NoisyData()), 1, progress=False, settings={"data": tmp_path})
+    with pytest.raises(ValueError, match=r"settings\['image_size'\]"):
+        save_model(tmp_path / "m.pt", _mlp(), CLASSES, {"model": "simplecnn"})
+
+
+def test_save_model_and_load_model_round_trip_gives_identical_predictions(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("simplecnn", 3, pretrained=False, image_size=32).eval()
+    settings = {"model": "simplecnn", "image_size": 32, "epochs": 2}
+    path = save_model(tmp_path / "out" / "model.pt", model, CLASSES, settings)
+    loaded, classes, stored = load_model(path, device="cpu")
+    assert classes == CLASSES and stored == {**settings, "num_classes": 3}
+    assert not loaded.training
+    images = torch.randn(10, 3, 32, 32)
+    loader = DataLoader(TensorDataset(images, torch.arange(10) % 3), batch_size=4)
+    expected, _ = predict(model, loader)
+    got, _ = predict(loaded, loader)
+    assert (expected == got).all()
+    with pytest.raises(CheckpointError, match="model.pt is not a lesionlib checkpoint"):
+        load_checkpoint(path)

@@ -1,0 +1,321 @@
+"""lesionlib.train: seeding, devices, loaders, the training loop and prediction (CPU, tiny data)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.utils.class_weight import compute_class_weight
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lesionlib.datasets import load_image, load_table, split_table
+from lesionlib.models import build_model
+from lesionlib.train import (
+    FitResult,
+    TrainingError,
+    class_weights_from,
+    fit,
+    get_device,
+    make_loaders,
+    predict,
+    seed_everything,
+    seed_worker,
+)
+from lesionlib.transforms import eval_transform, train_transform
+
+HISTORY_KEYS = {
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "train_balanced_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "val_balanced_accuracy",
+    "lr",
+    "seconds",
+}
+
+
+def _data(n: int = 48, seed: int = 0, classes: int = 3) -> TensorDataset:
+    """16x16 images whose class is the channel with the largest mean (learnable in a few steps)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 16, 16, generator=g)
+    y = torch.arange(n) % classes
+    x[torch.arange(n), y] += 1.0  # brighten the class channel
+    return TensorDataset(x, y)
+
+
+def _mlp(classes: int = 3) -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(3 * 16 * 16, 16), nn.ReLU(), nn.Linear(16, classes)
+    )
+
+
+def _loaders(train: TensorDataset, val: TensorDataset | None = None, batch_size: int = 8):
+    loaders = {
+        "train": DataLoader(
+            train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)
+        )
+    }
+    if val is not None:
+        loaders["val"] = DataLoader(val, batch_size=16)
+    return loaders
+
+
+@pytest.fixture
+def restore_determinism():
+    """seed_everything(deterministic=...) changes process-wide switches: put them back."""
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
+
+
+def test_fit_lowers_the_loss_and_records_every_epoch():
+    torch.manual_seed(0)
+    result = fit(_mlp(), _loaders(_data(), _data(24, seed=1)), 4, lr=1e-2, progress=False)
+    assert isinstance(result, FitResult)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
+    assert all(set(row) == HISTORY_KEYS for row in result.history)
+    assert result.history[-1]["train_loss"] < 0.5 * result.history[0]["train_loss"]
+    assert result.history[-1]["val_balanced_accuracy"] > 0.9
+    assert result.monitor == "val_balanced_accuracy"
+    assert result.best_metric == max(r["val_balanced_accuracy"] for r in result.history)
+    assert result.device == str(get_device())
+    assert result.seconds == pytest.approx(sum(r["seconds"] for r in result.history))
+    frame = result.as_frame()
+    assert list(frame["epoch"]) == [1, 2, 3, 4] and set(frame.columns) == HISTORY_KEYS
+
+
+def test_best_epoch_weights_are_loaded_at_the_end():
+    # Validation labels are the opposite of what training teaches: the more the model learns,
+    # the worse validation gets, so the best epoch is an early one, not the last.
+    torch.manual_seed(0)
+    train = _data(48, classes=2)
+    flipped = TensorDataset(train.tensors[0], 1 - train.tensors[1])
+    loaders = {**_loaders(train), "val": DataLoader(flipped, batch_size=16)}
+    model = _mlp(2)
+    result = fit(model, loaders, 4, lr=1e-2, scheduler=None, progress=False)
+    history = result.history
+    assert result.best_epoch < 4
+    ranked = max(history, key=lambda r: (r["val_balanced_accuracy"], -r["val_loss"]))
+    assert result.best_epoch == ranked["epoch"]
+    # the model now reproduces the best epoch's validation numbers, not the last epoch's
+    probs, targets = predict(model, loaders["val"])
+    best = history[result.best_epoch - 1]
+    assert np.mean(probs.argmax(1) == targets) == pytest.approx(best["val_accuracy"])
+    loss = nn.functional.cross_entropy(
+        torch.log(torch.from_numpy(probs)), torch.from_numpy(targets)
+    )
+    assert loss.item() == pytest.approx(best["val_loss"], rel=1e-4)
+    assert loss.item() != pytest.approx(history[-1]["val_loss"], rel=1e-4)
+
+
+def test_without_validation_the_last_epoch_is_kept():
+    torch.manual_seed(0)
+    result = fit(_mlp(), _loaders(_data()), 2, progress=False)
+    assert result.best_epoch == 2 and result.monitor == "last_epoch"
+    assert result.best_metric == result.history[-1]["train_balanced_accuracy"]
+    assert all(row["val_loss"] is None for row in result.history)
+
+
+def test_onecycle_learning_rate_rises_then_ends_lower_and_none_keeps_it_constant():
+    torch.manual_seed(0)
+    cycle = fit(_mlp(), _loaders(_data()), 5, lr=1e-2, progress=False).history
+    lrs = [row["lr"] for row in cycle]
+    peak = int(np.argmax(lrs))
+    assert 0 < peak < 4 and lrs[peak] <= 1e-2
+    assert lrs[-1] < lrs[peak] / 100 and lrs[0] < lrs[peak]
+    constant = fit(_mlp(), _loaders(_data()), 2, lr=1e-2, scheduler=None, progress=False)
+    assert [row["lr"] for row in constant.history] == [1e-2, 1e-2]
+
+
+def test_sgd_with_momentum_and_grad_clipping_trains():
+    torch.manual_seed(0)
+    result = fit(
+        _mlp(), _loaders(_data()), 4, optimizer="sgd", lr=0.05, grad_clip=0.1, progress=False
+    )
+    assert result.history[-1]["train_loss"] < 0.7 * result.history[0]["train_loss"]
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        fit(_mlp(), _loaders(_data()), 1, optimizer="rmsprop", progress=False)
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        fit(_mlp(), _loaders(_data()), 1, scheduler="cosine", progress=False)
+
+
+def test_class_weights_from_is_balanced_with_mean_one_and_neutral_absent_classes():
+    targets = np.array([0] * 6 + [1] * 2 + [3] * 1)  # class 2 absent
+    weights = class_weights_from(targets, num_classes=4)
+    assert weights.dtype == torch.float32 and weights.shape == (4,)
+    sklearn = compute_class_weight("balanced", classes=np.array([0, 1, 3]), y=targets)
+    np.testing.assert_allclose(weights[[0, 1, 3]].numpy(), sklearn / sklearn.mean(), rtol=1e-6)
+    assert weights[[0, 1, 3]].mean().item() == pytest.approx(1.0)
+    assert weights[2].item() == 1.0
+    assert weights[3] > weights[1] > weights[0]  # rarer class, larger weight
+    table = pd.DataFrame({"target": targets})
+    assert torch.equal(class_weights_from(table, 4), weights)
+    with pytest.raises(ValueError, match=r"\[0, 2\]"):
+        class_weights_from(targets, num_classes=3)
+
+
+def test_class_weights_change_the_loss_and_true_uses_the_train_targets():
+    data = _data(48)
+    keep = torch.cat([torch.nonzero(data.tensors[1] == 0).flatten(), torch.tensor([1, 2, 4, 5])])
+    imbalanced = TensorDataset(data.tensors[0][keep], data.tensors[1][keep])
+
+    def run(class_weights):
+        torch.manual_seed(0)
+        return fit(
+            _mlp(), _loaders(imbalanced), 1, class_weights=class_weights, progress=False
+        ).history[0]["train_loss"]
+
+    plain, weighted = run(False), run(True)
+    assert weighted != pytest.approx(plain)
+    assert run(class_weights_from(imbalanced.tensors[1], 3)) == pytest.approx(weighted)
+
+
+def test_a_diverging_loss_raises_training_error_naming_epoch_batch_and_lr():
+    torch.manual_seed(0)
+    with pytest.raises(TrainingError) as info:
+        fit(_mlp(), _loaders(_data()), 2, optimizer="sgd", lr=1e10, scheduler=None, progress=False)
+    message = str(info.value)
+    assert "epoch 1, batch" in message and "of 6" in message
+    assert "learning rate 1e+10" in message and "grad_clip" in message
+
+
+def test_cuda_out_of_memory_becomes_training_error_with_the_fix():
+    class Exhausted(nn.Module):  # stands in for a forward pass that fills the GPU
+        def forward(self, x):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    model = nn.Sequential(_mlp(), Exhausted())
+    with pytest.raises(TrainingError, match="smaller batch size") as info:
+        fit(model, _loaders(_data()), 1, progress=False)
+    assert isinstance(info.value.__cause__, torch.cuda.OutOfMemoryError)
+
+
+def test_seed_everything_makes_training_repeatable(restore_determinism):
+    def weights_after_two_epochs(seed):
+        generator = seed_everything(seed, deterministic=True)
+        model = nn.Sequential(_mlp(), nn.Dropout(0.2))
+        loader = DataLoader(_data(), batch_size=8, shuffle=True, generator=generator)
+        fit(model, {"train": loader}, 2, progress=False)
+        return model.state_dict()
+
+    first, second, other = (weights_after_two_epochs(s) for s in (7, 7, 8))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not torch.equal(first["0.1.weight"], other["0.1.weight"])
+    assert torch.are_deterministic_algorithms_enabled()
+    seed_everything(7)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_seed_worker_seeds_numpy_and_random_from_the_torch_seed():
+    torch.manual_seed(1234)  # in a DataLoader worker torch sets base_seed + worker_id
+    seed_worker(0)
+    drawn = (np.random.rand(), random.random())
+    np.random.seed(1234)
+    random.seed(1234)
+    assert drawn == (np.random.rand(), random.random())
+
+
+def test_get_device(monkeypatch):
+    assert get_device("cpu") == torch.device("cpu")
+    assert get_device().type in {"cuda", "mps", "cpu"}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert get_device() == torch.device("cpu")
+    with pytest.raises(ValueError, match="no CUDA GPU.*Change runtime type"):
+        get_device("cuda")
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        get_device("gpu0")
+
+
+def test_predict_returns_float32_softmax_and_tta_averages_flips():
+    torch.manual_seed(0)
+    model, data = _mlp(), _data(20)
+    loader = DataLoader(data, batch_size=8)
+    probs, targets = predict(model, loader)
+    assert probs.dtype == np.float32 and probs.shape == (20, 3)
+    assert targets.dtype == np.int64 and np.array_equal(targets, data.tensors[1].numpy())
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    x = data.tensors[0]
+    with torch.no_grad():
+        views = [model(x).softmax(1), model(x.flip(-1)).softmax(1), model(x.flip(-2)).softmax(1)]
+    tta, _ = predict(model, loader, tta=True)
+    np.testing.assert_allclose(tta, torch.stack(views).mean(0).numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(tta, probs)
+
+
+# --- make_loaders on tables ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_table(tmp_path_factory) -> pd.DataFrame:
+    """A 3-class synthetic ISIC 2019 sample at 32 px, split into train/val/test."""
+    root = tmp_path_factory.mktemp("synthetic")
+    table = load_table(
+        root, "synthetic", n_lesions=60, image_size=32, classes=("MEL", "NV", "BCC"),
+        imbalance=False,
+    )  # fmt: skip
+    return split_table(table, val_fraction=0.2, test_fraction=0.2, seed=0)
+
+
+def test_make_loaders_gives_one_loader_per_split_with_the_right_transforms(
+    sample_table, monkeypatch
+):
+    loaders = make_loaders(sample_table, 32, batch_size=8, num_workers=0)
+    assert list(loaders) == ["train", "val", "test"]
+    for split, loader in loaders.items():
+        assert len(loader.dataset) == int((sample_table["split"] == split).sum())
+    images, targets = next(iter(loaders["train"]))
+    assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32
+    assert targets.dtype == torch.int64
+    assert repr(loaders["train"].dataset.transform) == repr(train_transform(32, "basic"))
+    first_val = sample_table[sample_table["split"] == "val"].iloc[0]
+    val_images, _ = next(iter(loaders["val"]))
+    expected = eval_transform(32)(load_image(first_val["path"]))
+    assert torch.equal(val_images[0], expected)  # eval loaders keep table order, no augmentation
+    monkeypatch.setenv("LESIONLIB_SMOKE", "1")
+    assert make_loaders(sample_table, 32)["train"].num_workers == 0
+    monkeypatch.setenv("LESIONLIB_SMOKE", "0")
+    workers = make_loaders(sample_table, 32)["train"]
+    assert workers.num_workers >= 1 and workers.persistent_workers
+    assert workers.worker_init_fn is seed_worker
+    with pytest.raises(ValueError, match="split_table"):
+        make_loaders(sample_table.drop(columns="split"), 32)
+
+
+def test_balanced_sampler_draws_every_class_about_equally():
+    counts = {"MEL": 30, "NV": 240, "BCC": 10}
+    labels = [c for c, n in counts.items() for _ in range(n)]
+    label = pd.Categorical(labels, categories=list(counts))
+    table = pd.DataFrame(
+        {"path": [f"/nowhere/{i}.jpg" for i in range(len(labels))], "label": label}
+    ).assign(target=label.codes.astype("int64"), split="train")
+    loader = make_loaders(table, 32, balanced_sampler=True, num_workers=0, seed=0)["train"]
+    drawn = np.bincount(table["target"].to_numpy()[list(loader.sampler)], minlength=3)
+    assert drawn.sum() == len(table)
+    assert drawn.min() > 0.75 * len(table) / 3 and drawn.max() < 1.25 * len(table) / 3
+    shuffled = make_loaders(table, 32, num_workers=0)["train"]
+    assert np.array_equal(
+        np.bincount(table["target"].to_numpy()[list(shuffled.sampler)]), [30, 240, 10]
+    )
+
+
+def test_simplecnn_beats_chance_on_the_synthetic_sample(sample_table):
+    seed_everything(0)
+    loaders = make_loaders(sample_table, 32, batch_size=16, augment="none", num_workers=0)
+    model = build_model("simplecnn", 3, pretrained=False, image_size=32)
+    result = fit(model, loaders, 4, lr=1e-3, progress=True)
+    assert result.best_metric > 0.6  # chance balanced accuracy is 1/3
+    probs, targets = predict(model, loaders["test"])
+    assert probs.shape == (len(loaders["test"].dataset), 3)
