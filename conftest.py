@@ -1,4 +1,4 @@
-"""Root pytest set-up: every run (unit tests and nbval notebooks) is in smoke mode unless told otherwise."""
+"""Root pytest set-up: every run (unit tests and nbval notebooks) is in smoke mode by default."""
 
 import os
 

@@ -101,7 +101,9 @@ def _table(args: argparse.Namespace):
         print(f"No --data given: using the embedded synthetic sample in {root}")
     else:
         if args.layout is None:
-            raise SystemExit(f"error: say which layout {args.data} has: --layout {{{','.join(LAYOUTS)}}}")
+            raise SystemExit(
+                f"error: say which layout {args.data} has: --layout {{{','.join(LAYOUTS)}}}"
+            )
         root, layout = args.data, args.layout
     table = load_table(root, layout, missing="drop" if args.skip_missing else "error")
     if getattr(args, "cache_size", None):
@@ -244,7 +246,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
     probs, targets = predict(model, loader, tta=args.tta)
     metrics = evaluate_predictions(targets, probs, classes)
-    metrics["settings"] = {"checkpoint": str(args.checkpoint), "data": str(args.data), "tta": args.tta}
+    metrics["settings"] = {
+        "checkpoint": str(args.checkpoint),
+        "data": str(args.data),
+        "tta": args.tta,
+    }
     _print_metrics(metrics, f"{len(table)} images from {args.data or 'the synthetic sample'}:")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,9 @@ def print_environment() -> str:
     elif torch.backends.mps.is_available():
         device = "mps (Apple GPU)"
     else:
-        device = "cpu (no GPU: training is slow; on Colab choose Runtime → Change runtime type → GPU)"
+        device = (
+            "cpu (no GPU: training is slow; on Colab choose Runtime → Change runtime type → GPU)"
+        )
     lines = [
         f"python {platform.python_version()} | torch {torch.__version__} | "
         f"torchvision {torchvision.__version__} | lesionlib {lesionlib.__version__}",

@@ -64,7 +64,10 @@ def test_cell_skeleton(path: Path) -> None:
             lambda c: _is_code(c, r"find_spec\(\"lesionlib\"\)") and _is_code(c, r"pip"),
         ),
         ("imports + versions + device", lambda c: _is_code(c, r"print_environment\(")),
-        ("parameters", lambda c: c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])),
+        (
+            "parameters",
+            lambda c: c.cell_type == "code" and "parameters" in c.metadata.get("tags", []),
+        ),
         ("smoke override", lambda c: _is_code(c, r"^if smoke_mode\(\):")),
         ("results heading", lambda c: _is_md(c, r"^#+ .*results")),
         ("results saved", lambda c: _is_code(c, r"save_results\(")),
@@ -73,13 +76,17 @@ def test_cell_skeleton(path: Path) -> None:
     position = 1
     for name, predicate in steps:
         found = _first(cells, predicate, position)
-        assert found >= 0, f"{path.name}: '{name}' cell missing or out of order (after cell {position})"
+        assert found >= 0, (
+            f"{path.name}: '{name}' cell missing or out of order (after cell {position})"
+        )
         position = found + 1
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_setup_never_upgrades_torch(path: Path) -> None:
-    setup = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    setup = "\n".join(
+        c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"
+    )
     assert not re.search(r"pip install[^\n]*(-U|--upgrade)[^\n]*torch", setup), path.name
     assert not re.search(r"pip install[^\n]*\btorch(vision)?\b", setup), (
         f"{path.name} installs torch: Colab's own build must be kept"
