@@ -14,11 +14,28 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from lesionlib.datasets import DatasetError, load_image
 from lesionlib.settings import cache_dir
+
+
+def _decode(path: str | Path, size: int) -> Image.Image:
+    """RGB with EXIF orientation; a JPEG is decoded at the smallest scale with both sides >= size.
+
+    Other formats, and any file this fast path cannot read, go through
+    :func:`~lesionlib.datasets.load_image`, which raises the DatasetError naming the file.
+    """
+    try:
+        with Image.open(path) as image:
+            if image.format == "JPEG":
+                image.draft("RGB", (size, size))
+                image.load()
+                return ImageOps.exif_transpose(image).convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        pass  # load_image below reports the problem with the file name and the fix
+    return load_image(path)
 
 
 def load_resized(path: str | Path, size: int) -> Image.Image:
@@ -27,7 +44,7 @@ def load_resized(path: str | Path, size: int) -> Image.Image:
     JPEGs are decoded at the smallest 1/2, 1/4 or 1/8 scale that keeps both sides >= ``size``,
     then resized exactly with Lanczos. Images already smaller than ``size`` are not enlarged.
     """
-    image = load_image(path, draft_size=size)
+    image = _decode(path, size)
     width, height = image.size
     scale = size / min(width, height)
     if scale >= 1:
@@ -36,7 +53,7 @@ def load_resized(path: str | Path, size: int) -> Image.Image:
     return image.resize(new_size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
-def cache_key(path: str | Path, quality: int = 95) -> str:
+def _cache_key(path: str | Path, quality: int = 95) -> str:
     """Hash of (absolute path, file size, mtime_ns, quality): changes whenever the source does."""
     source = Path(path).resolve()
     try:
@@ -74,7 +91,7 @@ def prepare_cache(
     """Write a resized JPEG copy of every image in ``table`` once; return the table pointing at it.
 
     Each source ``path`` is stored as ``cache_root/<size>/<key>.jpg`` (``cache_root`` defaults to
-    ``cache_dir()/"resized"``), ``key`` from :func:`cache_key`, so a changed source gets a new
+    ``cache_dir()/"resized"``), ``key`` from :func:`_cache_key`, so a changed source gets a new
     file and files already cached are skipped. Work runs in ``workers`` processes (default: all
     CPUs). Returns a copy of ``table`` whose ``path`` is the cached file and whose new
     ``source_path`` column holds the original (kept when ``table`` already has one, so a cached
@@ -94,12 +111,12 @@ def prepare_cache(
 
     sources = table["source_path"] if "source_path" in table.columns else table["path"]
     sources = sources.astype(str)
-    targets = {src: str(folder / f"{cache_key(src, quality)}.jpg") for src in sources.unique()}
+    targets = {src: str(folder / f"{_cache_key(src, quality)}.jpg") for src in sources.unique()}
     jobs = [(src, dst, size, quality) for src, dst in targets.items() if not os.path.exists(dst)]
 
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    bar = tqdm(total=len(jobs), desc=f"caching at {size}px", unit="img", disable=not progress)
-    with bar:
+    quiet = not progress or not jobs
+    with tqdm(total=len(jobs), desc=f"caching at {size}px", unit="img", disable=quiet) as bar:
         if workers == 1:
             for job in jobs:
                 _write_resized(job)

@@ -298,7 +298,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: parse arguments and run the sub-command; library errors become one clear line."""
+    """Parse the arguments and run the sub-command; library errors become one clear line."""
     from lesionlib.datasets import DatasetError
 
     args = build_parser().parse_args(argv)

@@ -36,7 +36,7 @@ MALIGNANT: frozenset[str] = frozenset({"MEL", "BCC", "SCC", "AK"})
 
 
 def full_name(code: str) -> str:
-    """Readable name of a class code, e.g. ``'MEL' -> 'Melanoma'`` (unknown codes come back as is)."""
+    """Readable name of a class code, e.g. ``'MEL' -> 'Melanoma'`` (unknown: as is)."""
     return FULL_NAMES.get(code, code)
 
 

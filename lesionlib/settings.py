@@ -11,7 +11,7 @@ CACHE_ENV = "LESIONLIB_CACHE"
 
 
 def smoke_mode() -> bool:
-    """True when ``LESIONLIB_SMOKE`` is set to anything but ``0``/``false``/empty: tiny, fast runs."""
+    """True when ``LESIONLIB_SMOKE`` is set (not ``0``/``false``): tiny, fast runs."""
     return os.environ.get(SMOKE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
@@ -33,7 +33,7 @@ def cache_dir() -> Path:
 
 
 def print_environment() -> str:
-    """Print (and return) Python, torch, torchvision and lesionlib versions, the device and smoke mode."""
+    """Print (and return) the library versions, the device and whether smoke mode is on."""
     import platform
 
     import torch
