@@ -11,7 +11,8 @@ from typing import Any
 LAYOUTS = ("isic2019", "isic2016", "ham10000", "imagefolder", "synthetic")
 
 
-def _add_data_args(p: argparse.ArgumentParser, required: bool) -> None:
+def _add_data_args(p: argparse.ArgumentParser, required: bool, skip_bad: bool = True) -> None:
+    """--data/--layout/--skip-missing/--cache-size, and --skip-bad-images when ``skip_bad``."""
     p.add_argument(
         "--data",
         type=Path,
@@ -24,6 +25,13 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool) -> None:
         action="store_true",
         help="keep only the listed images that are present (default: error on missing images)",
     )
+    if skip_bad:
+        p.add_argument(
+            "--skip-bad-images",
+            action="store_true",
+            help="decode every image first and leave out (and list) those that cannot be read "
+            "(default: stop with an error naming the first one)",
+        )
     p.add_argument(
         "--cache-size",
         type=int,
@@ -84,14 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--workers", type=int, default=None)
 
     v = sub.add_parser("validate", help="scan a dataset and report problems before training")
-    _add_data_args(v, required=True)
+    _add_data_args(v, required=True, skip_bad=False)
     v.add_argument("--out", type=Path, default=None, help="write the report as JSON")
     return parser
 
 
 def _table(args: argparse.Namespace):
-    """Read the dataset named by --data/--layout (or the synthetic sample) into one table."""
-    from lesionlib.datasets import load_table
+    """Read the dataset named by --data/--layout (or the synthetic sample) into one table.
+
+    With --skip-bad-images every image is decoded first and the unreadable ones are left out and
+    listed.
+    """
+    from lesionlib.datasets import drop_unreadable, load_table, validate_table
     from lesionlib.synthetic import default_sample
 
     if args.data is None:
@@ -106,11 +118,64 @@ def _table(args: argparse.Namespace):
             )
         root, layout = args.data, args.layout
     table = load_table(root, layout, missing="drop" if args.skip_missing else "error")
+    if getattr(args, "skip_bad_images", False):
+        report = validate_table(table, progress=not getattr(args, "quiet", False))
+        table = drop_unreadable(table, report)
+        skipped = [entry["error"] for entry in report["unreadable"]]
+        if skipped:
+            _print_listed(
+                f"--skip-bad-images: left out {len(skipped)} of {report['images']} images "
+                "that cannot be read:",
+                skipped,
+            )
+        else:
+            print(f"--skip-bad-images: all {report['images']} images can be read")
     if getattr(args, "cache_size", None):
         from lesionlib.cache import prepare_cache
 
         table = prepare_cache(table, size=args.cache_size)
     return table
+
+
+_LIST_LIMIT = 20
+
+
+def _print_listed(title: str, lines: list[str]) -> None:
+    """Print ``title`` and the first lines, indented; the rest are counted."""
+    print(title)
+    for line in lines[:_LIST_LIMIT]:
+        print(f"  {line}")
+    if len(lines) > _LIST_LIMIT:
+        print(
+            f"  ... and {len(lines) - _LIST_LIMIT} more "
+            "(all of them: python -m lesionlib validate ... --out report.json)"
+        )
+
+
+def _print_report(report: dict[str, Any]) -> bool:
+    """Print ``validate_table``'s report for people; return True when it found a problem."""
+    counts = ", ".join(f"{cls} {n}" for cls, n in report["classes"].items())
+    print(f"{report['images']} images in {len(report['classes'])} classes: {counts}")
+    size = report["size_range"]
+    if size["min_width"] is not None:
+        print(
+            f"image sizes: {size['min_width']}-{size['max_width']} px wide, "
+            f"{size['min_height']}-{size['max_height']} px high"
+        )
+    print("colour modes: " + ", ".join(f"{mode} {n}" for mode, n in report["modes"].items()))
+    problems = {
+        "unreadable image(s): delete or replace them (re-download), or train/evaluate with "
+        "--skip-bad-images": [entry["error"] for entry in report["unreadable"]],
+        "group(s) of byte-identical files: keep one copy of each (copies can end up in both "
+        "the training and the test split)": [" = ".join(d["paths"]) for d in report["duplicates"]],
+        "image id(s) listed more than once: remove the extra rows": report["duplicate_ids"],
+    }
+    for title, lines in problems.items():
+        if lines:
+            _print_listed(f"{len(lines)} {title}", lines)
+    found = any(problems.values())
+    print("Problems found: see above." if found else "No problems found.")
+    return found
 
 
 def _print_metrics(metrics: dict[str, Any], header: str) -> None:
@@ -282,10 +347,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     table = _table(args)
     report = validate_table(table)
-    print(json.dumps(report, indent=2))
+    found = _print_report(report)
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))
-    return 0 if not report["unreadable"] and not report["duplicates"] else 1
+        print(f"wrote {args.out}")
+    return 1 if found else 0
 
 
 COMMANDS = {

@@ -7,9 +7,12 @@ source has official splits). See docs/architecture.md ("The table", "Readers").
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +21,7 @@ import pandas as pd
 from PIL import Image, ImageOps
 from sklearn.model_selection import StratifiedGroupKFold
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from lesionlib.labels import BINARY_CLASSES, HAM10000_TO_ISIC2019, ISIC2019_CLASSES
 
@@ -660,3 +664,78 @@ class LesionDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.targets[index])
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _scan_image(path: str) -> tuple[str, tuple[int, int], str] | str:
+    """``(sha1, size after EXIF orientation, stored mode)`` of a readable image, else the error."""
+    try:
+        size = load_image(path).size
+    except DatasetError as err:
+        return str(err)
+    with Image.open(path) as header:
+        mode = header.mode
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest(), size, mode
+
+
+def validate_table(table: pd.DataFrame, progress: bool = True) -> dict[str, Any]:
+    """Decode every image of ``table`` and report what would break or bias training.
+
+    Each file is fully decoded with :func:`load_image` (truncated files fail there, not in an
+    epoch), its stored PIL mode read from the header and its bytes hashed (SHA-1); a few threads
+    share the work. Returns a JSON-safe dict: ``images`` (rows), ``classes`` (``{class: rows}`` in
+    model order), ``unreadable`` (``[{"path", "error"}]``: missing, empty, truncated, not an
+    image, too large), ``duplicates`` (``[{"sha1", "paths"}]``: byte-identical files under
+    different paths), ``duplicate_ids`` (image ids listed more than once), ``size_range``
+    (``min_width, max_width, min_height, max_height`` after EXIF orientation; None when no image
+    is readable) and ``modes`` (``{stored PIL mode: readable files}``, e.g. RGB, L, CMYK, I;16).
+    """
+    classes = classes_of(table)
+    paths = list(dict.fromkeys(table["path"].astype(str)))
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        scans = list(
+            tqdm(
+                pool.map(_scan_image, paths),
+                total=len(paths),
+                desc="validating images",
+                disable=not progress,
+            )
+        )
+    scanned = dict(zip(paths, scans, strict=True))
+    unreadable = [{"path": p, "error": s} for p, s in scanned.items() if isinstance(s, str)]
+    readable = {p: s for p, s in scanned.items() if not isinstance(s, str)}
+    by_digest: dict[str, list[str]] = {}
+    for path, (digest, _, _) in readable.items():
+        by_digest.setdefault(digest, []).append(path)
+    ids = table["image_id"].astype(str) if "image_id" in table.columns else pd.Series(dtype=str)
+    widths = [size[0] for _, size, _ in readable.values()]
+    heights = [size[1] for _, size, _ in readable.values()]
+    counts = table["label"].value_counts(sort=False)
+    return {
+        "images": len(table),
+        "classes": {cls: int(counts.get(cls, 0)) for cls in classes},
+        "unreadable": unreadable,
+        "duplicates": [{"sha1": d, "paths": g} for d, g in by_digest.items() if len(g) > 1],
+        "duplicate_ids": ids[ids.duplicated()].unique().tolist(),
+        "size_range": {
+            "min_width": min(widths, default=None),
+            "max_width": max(widths, default=None),
+            "min_height": min(heights, default=None),
+            "max_height": max(heights, default=None),
+        },
+        "modes": dict(Counter(mode for _, _, mode in readable.values())),
+    }
+
+
+def drop_unreadable(table: pd.DataFrame, report: dict[str, Any]) -> pd.DataFrame:
+    """``table`` without the rows whose image ``report`` (from :func:`validate_table`) lists as
+    unreadable; index reset, class list kept. Raises :class:`DatasetError` if none is left."""
+    bad = {entry["path"] for entry in report["unreadable"]}
+    keep = ~table["path"].astype(str).isin(bad)
+    if not keep.any():
+        raise DatasetError(
+            f"none of the {len(table)} images can be read, e.g. {report['unreadable'][0]['error']}"
+        )
+    return table.loc[keep].reset_index(drop=True)

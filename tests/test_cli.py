@@ -1,0 +1,91 @@
+"""``python -m lesionlib train/evaluate`` in-process on the embedded sample and tiny folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lesionlib.cli import main
+from lesionlib.datasets import load_table
+from lesionlib.models import build_model
+from lesionlib.synthetic import default_sample
+from lesionlib.train import load_model, save_model
+
+METRIC_KEYS = {
+    "accuracy",
+    "balanced_accuracy",
+    "macro_auc",
+    "per_class",
+    "confusion_matrix",
+    "classes",
+}
+
+
+def test_train_on_the_embedded_sample_then_evaluate_its_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    tiny = ["--epochs", "1", "--image-size", "32", "--batch-size", "64", "--augment", "none"]
+    assert main(["train", *tiny, "--num-workers", "0", "--quiet", "--out", str(out)]) == 0
+    assert "No --data given: using the embedded synthetic sample" in capsys.readouterr().out
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert METRIC_KEYS | {"history", "settings"} <= set(metrics)
+    _, classes, settings = load_model(out / "model.pt", "cpu")
+    assert metrics["classes"] == classes == list(metrics["per_class"])
+    assert settings["image_size"] == 32 and settings["epochs"] == 1
+    assert [row["epoch"] for row in metrics["history"]] == [1]
+    test_size = metrics["settings"]["split_sizes"]["test"]
+    assert sum(map(sum, metrics["confusion_matrix"])) == test_size
+
+    report = tmp_path / "eval" / "metrics.json"
+    assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--out", str(report)]) == 0
+    evaluated = json.loads(report.read_text())
+    assert set(evaluated) >= METRIC_KEYS and evaluated["classes"] == classes
+    every_image = len(load_table(default_sample(), "isic2019"))
+    assert sum(map(sum, evaluated["confusion_matrix"])) == every_image
+
+
+def _folder(root: Path, classes: list[str]) -> Path:
+    for i, cls in enumerate(classes):
+        for j in range(2):
+            path = root / cls / f"{j}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (24, 24), (40 * i + 60, 90, 30 * j + 80)).save(path)
+    return root
+
+
+def _untrained_model(path: Path, classes: list[str]) -> Path:
+    model = build_model("simplecnn", len(classes), pretrained=False, image_size=32)
+    return save_model(path, model, classes, {"model": "simplecnn", "image_size": 32})
+
+
+def test_evaluate_scores_with_the_checkpoints_classes(tmp_path: Path) -> None:
+    model = _untrained_model(tmp_path / "model.pt", ["MEL", "NV", "BCC"])
+    data = _folder(tmp_path / "two-classes", ["NV", "MEL"])  # folder order: MEL, NV
+    out = tmp_path / "metrics.json"
+    args = ["evaluate", "--checkpoint", str(model), "--data", str(data)]
+    assert main([*args, "--layout", "imagefolder", "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert set(metrics) >= METRIC_KEYS
+    assert metrics["classes"] == ["MEL", "NV", "BCC"]
+    assert [row["support"] for row in metrics["per_class"].values()] == [2, 2, 0]
+    assert len(metrics["confusion_matrix"]) == 3
+
+
+def test_evaluate_on_a_class_the_model_does_not_know_fails_clearly(tmp_path: Path) -> None:
+    model = _untrained_model(tmp_path / "model.pt", ["MEL", "NV"])
+    data = _folder(tmp_path / "data", ["MEL", "DF"])
+    args = ["evaluate", "--checkpoint", str(model), "--data", str(data), "--layout", "imagefolder"]
+    with pytest.raises(SystemExit, match=r"classes \['DF'\] that the model .* was not trained on"):
+        main(args)
+
+
+def test_layout_without_data_and_data_without_layout_fail_clearly(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="--layout needs --data"):
+        main(["train", "--layout", "isic2019", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="say which layout .* has: --layout"):
+        main(["train", "--data", str(tmp_path), "--out", str(tmp_path)])
