@@ -372,5 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (DatasetError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message itself, without the worker traceback a DataLoader worker wraps it in."""
+    message = str(exc).strip()
+    if "DataLoader worker" in message:
+        message = message.splitlines()[-1].split(": ", 1)[-1]
+    return message

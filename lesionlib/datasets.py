@@ -58,7 +58,10 @@ _ISIC2016_LABELS = {
     "1.0": "malignant",
 }
 _HELP = "see data/README.md for where to get the data and how to lay out its files"
-_VALIDATE = "run `python -m lesionlib validate` to list every unreadable image"
+_VALIDATE = (
+    "run `python -m lesionlib validate` to list every unreadable image, "
+    "or train with --skip-bad-images to leave them out"
+)
 
 
 class DatasetError(ValueError):

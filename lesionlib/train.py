@@ -9,6 +9,7 @@ with exactly the weights an uninterrupted run would have.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -303,6 +304,7 @@ def fit(
         "momentum": momentum,
         "scheduler": scheduler,
         "grad_clip": grad_clip,
+        "images per split (hash)": _data_fingerprint(loaders),
     }
 
     history: list[dict[str, Any]] = []
@@ -670,6 +672,18 @@ def _json_safe(settings: dict[str, Any], what: str) -> dict[str, Any]:
             f"so it can be stored in a checkpoint: {error}; convert e.g. Paths with str()"
         ) from error
     return dict(settings)
+
+
+def _data_fingerprint(loaders: Mapping[str, DataLoader]) -> str:
+    """A short hash of the images in each split, so a resume on changed data is refused."""
+    digest = hashlib.sha1()
+    for name in sorted(loaders):
+        dataset = loaders[name].dataset
+        items = getattr(dataset, "paths", None)
+        digest.update(f"{name}:{len(dataset)}:".encode())
+        if items is not None:
+            digest.update("\n".join(map(str, items)).encode())
+    return digest.hexdigest()[:12]
 
 
 def _loader_generators(loader: DataLoader) -> list[torch.Generator]:

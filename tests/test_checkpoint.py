@@ -173,6 +173,18 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
         _fit(wider, _loaders(NoisyData()), path, resume=True)
 
 
+def test_resume_refuses_a_checkpoint_trained_on_other_images(tmp_path):
+    """A split that changed (images added, dropped or moved) must not be resumed silently."""
+    torch.manual_seed(0)
+    path = tmp_path / "c.pt"
+    before, after = NoisyData(), NoisyData()
+    before.paths = [f"ISIC_{i:07d}.jpg" for i in range(len(before))]
+    after.paths = before.paths[:-1] + ["ISIC_9999999.jpg"]
+    _fit(_mlp(), _loaders(before), path)
+    with pytest.raises(CheckpointError, match=r"images per split \(hash\)"):
+        _fit(_mlp(), _loaders(after), path, resume=True)
+
+
 def test_unreadable_or_foreign_files_give_an_error_naming_them(tmp_path):
     torch.manual_seed(0)
     good = tmp_path / "good.pt"

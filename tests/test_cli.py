@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
+from lesionlib import cli
 from lesionlib.cli import main
-from lesionlib.datasets import load_table
+from lesionlib.datasets import DatasetError, load_table
 from lesionlib.models import build_model
 from lesionlib.synthetic import default_sample
 from lesionlib.train import load_model, save_model
@@ -89,3 +91,20 @@ def test_layout_without_data_and_data_without_layout_fail_clearly(tmp_path: Path
         main(["train", "--layout", "isic2019", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="say which layout .* has: --layout"):
         main(["train", "--data", str(tmp_path), "--out", str(tmp_path)])
+
+
+class _Broken(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i: int):
+        raise DatasetError("cannot read /data/ISIC_0000001.jpg: delete or replace it")
+
+
+def test_errors_from_dataloader_workers_are_printed_as_one_line():
+    """A worker wraps the error in its traceback; the CLI prints only the message."""
+    loader = torch.utils.data.DataLoader(_Broken(), num_workers=1)
+    with pytest.raises(DatasetError) as info:
+        next(iter(loader))
+    assert "DataLoader worker" in str(info.value)
+    assert cli._one_line(info.value) == "cannot read /data/ISIC_0000001.jpg: delete or replace it"
