@@ -644,8 +644,11 @@ def plot_metric_comparison(
     wide.index = [textwrap.fill(str(v), 10) for v in wide.index]
     fig, ax = _figure_and_axes(ax, (min(10.0, max(5.5, 3.5 + 0.45 * wide.size)), 3.5))
     wide.plot.bar(ax=ax, color=_colors(wide.shape[1]), width=0.8)
-    for container in ax.containers:
-        ax.bar_label(container, fmt="{:.0%}" if fraction else "{:.3g}", padding=2, fontsize="small")
+    fmt = "{:.0%}" if fraction else "{:.3g}"
+    # pandas draws a missing value as a 0-high bar: label it "" rather than "0%".
+    for container, column in zip(ax.containers[-wide.shape[1] :], wide.columns, strict=True):
+        labels = ["" if pd.isna(v) else fmt.format(v) for v in wide[column]]
+        ax.bar_label(container, labels=labels, padding=2, fontsize="small")
     if fraction:
         ax.set_ylim(0, 1.08)
         _percent_axis(ax.yaxis)

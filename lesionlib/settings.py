@@ -32,8 +32,8 @@ def cache_dir() -> Path:
     return path
 
 
-def print_environment() -> str:
-    """Print (and return) the library versions, the device and whether smoke mode is on."""
+def print_environment() -> None:
+    """Print the library versions, the device and whether smoke mode is on."""
     import platform
 
     import torch
@@ -55,6 +55,4 @@ def print_environment() -> str:
         f"device: {device}",
         f"smoke mode: {'ON (tiny synthetic run)' if smoke_mode() else 'off'}",
     ]
-    text = "\n".join(lines)
-    print(text)
-    return text
+    print("\n".join(lines))

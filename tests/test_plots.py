@@ -365,6 +365,13 @@ def test_metric_comparison_groups_metrics_per_run():
     assert ticks == RUNS["setting"].tolist()  # long names wrap onto two lines
 
 
+def test_metric_comparison_labels_only_the_values_it_has():
+    frame = RUNS.assign(balanced_accuracy=[0.42, None, 0.63])
+    ax = plots.plot_metric_comparison(frame, x="setting").axes[0]
+    labels = [t.get_text() for t in ax.texts]
+    assert labels == ["80%", "74%", "71%", "42%", "", "63%"]  # no "0%" for the missing value
+
+
 def test_metric_comparison_with_hue_takes_one_metric():
     frame = pd.DataFrame(
         {
