@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-LAYOUTS = ("isic2019", "isic2016", "ham10000", "imagefolder", "synthetic")
+from lesionlib.datasets import LAYOUTS
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool, skip_bad: bool = True) -> None:
@@ -109,15 +109,14 @@ def _table(args: argparse.Namespace):
     if args.data is None:
         if args.layout not in (None, "synthetic"):
             raise SystemExit("error: --layout needs --data (the folder holding that dataset)")
-        root, layout = default_sample(), "isic2019"
-        print(f"No --data given: using the embedded synthetic sample in {root}")
-    else:
-        if args.layout is None:
-            raise SystemExit(
-                f"error: say which layout {args.data} has: --layout {{{','.join(LAYOUTS)}}}"
-            )
-        root, layout = args.data, args.layout
-    table = load_table(root, layout, missing="drop" if args.skip_missing else "error")
+        # Recorded in the run's settings as a real folder and layout, so it can be re-read.
+        args.data, args.layout = default_sample(), "isic2019"
+        print(f"No --data given: using the embedded synthetic sample in {args.data}")
+    elif args.layout is None:
+        raise SystemExit(
+            f"error: say which layout {args.data} has: --layout {{{','.join(LAYOUTS)}}}"
+        )
+    table = load_table(args.data, args.layout, missing="drop" if args.skip_missing else "error")
     if getattr(args, "skip_bad_images", False):
         report = validate_table(table, progress=not getattr(args, "quiet", False))
         table = drop_unreadable(table, report)
@@ -220,8 +219,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     settings = {
         "model": args.model,
-        "layout": args.layout or "synthetic",
-        "data": str(args.data) if args.data else "embedded synthetic sample",
+        "layout": args.layout,
+        "data": str(args.data),
         "image_size": args.image_size,
         "epochs": args.epochs,
         "batch_size": args.batch_size,

@@ -563,6 +563,22 @@ def split_table(
     return out
 
 
+def limit_train(table: pd.DataFrame, max_images: int | None, seed: int = 0) -> pd.DataFrame:
+    """Keep a stratified random subset of about ``max_images`` training rows; other splits stay.
+
+    For quick runs on a CPU: the split itself does not change, so validation and test numbers
+    stay comparable with a full run. ``None`` (or a number >= the training rows) keeps all.
+    """
+    if "split" not in table.columns:
+        raise ValueError("limit_train needs a 'split' column: call split_table(table) first")
+    train = table[table["split"] == "train"]
+    if max_images is None or max_images >= len(train):
+        return table
+    kept = train.groupby("target").sample(frac=max_images / len(train), random_state=seed)
+    print(f"Training on a stratified subset: {len(kept):,} of {len(train):,} train images")
+    return pd.concat([kept, table[table["split"] != "train"]]).sort_index()
+
+
 def _carve(targets: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of about ``fraction`` of the rows: the first fold of a StratifiedGroupKFold."""
     n_groups = len(np.unique(groups))

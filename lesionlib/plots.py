@@ -641,7 +641,7 @@ def plot_metric_comparison(
         )
         legend_title = hue.replace("_", " ").capitalize()
     fraction = all(_is_fraction(m) for m in metrics)
-    wide.index = [textwrap.fill(str(v), 10) for v in wide.index]
+    wide.index = [textwrap.fill(str(v), 10, break_long_words=False) for v in wide.index]
     fig, ax = _figure_and_axes(ax, (min(10.0, max(5.5, 3.5 + 0.45 * wide.size)), 3.5))
     wide.plot.bar(ax=ax, color=_colors(wide.shape[1]), width=0.8)
     fmt = "{:.0%}" if fraction else "{:.3g}"

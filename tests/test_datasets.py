@@ -14,6 +14,7 @@ from lesionlib.datasets import (
     DatasetError,
     LesionDataset,
     classes_of,
+    limit_train,
     load_image,
     load_table,
     read_ham10000,
@@ -410,3 +411,16 @@ def test_load_image_decompression_bomb(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(DatasetError, match="too large") as info:
         load_image(path)
     assert str(path) in str(info.value)
+
+
+def test_limit_train_keeps_a_stratified_subset_and_the_other_splits(tmp_path):
+    table = split_table(read_isic2019(write_isic2019_sample(tmp_path, n_lesions=48)), seed=0)
+    train = table[table["split"] == "train"]
+    small = limit_train(table, len(train) // 2, seed=0)
+    small_train = small[small["split"] == "train"]
+    assert abs(len(small_train) - len(train) // 2) <= len(classes_of(table))
+    assert set(small_train["target"]) == set(train["target"])  # every class keeps some images
+    rest = small[small["split"] != "train"]
+    assert rest.equals(table[table["split"] != "train"])
+    assert limit_train(table, len(train) // 2, seed=0).equals(small)  # deterministic
+    assert limit_train(table, None) is table
