@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from lesionlib.settings import real_data_dir
 
@@ -22,3 +23,17 @@ def real_data() -> Path:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Point LESIONLIB_CACHE at a per-session temp folder so tests never touch ~/.cache."""
     monkeypatch.setenv("LESIONLIB_CACHE", str(tmp_path_factory.getbasetemp() / "lesionlib-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_determinism():
+    """seed_everything changes process-wide torch switches: put them back after every test."""
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]

@@ -66,20 +66,6 @@ def _loaders(train: Dataset) -> dict[str, DataLoader]:
     }
 
 
-@pytest.fixture
-def restore_determinism():
-    """seed_everything(deterministic=True) changes process-wide switches: put them back."""
-    saved = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-        torch.backends.cudnn.deterministic,
-        torch.backends.cudnn.benchmark,
-    )
-    yield
-    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
-
-
 def _fit(model, loaders, path, **kw):
     return fit(
         model, loaders, 3, lr=1e-2, progress=False, checkpoint_path=path,
@@ -91,9 +77,7 @@ def _same_tensors(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(
-    tmp_path, capsys, restore_determinism
-):
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, capsys):
     seed_everything(0, deterministic=True)
     model = _mlp()
     straight = _fit(model, _loaders(NoisyData()), tmp_path / "straight.pt")

@@ -66,20 +66,6 @@ def _loaders(train: TensorDataset, val: TensorDataset | None = None, batch_size:
     return loaders
 
 
-@pytest.fixture
-def restore_determinism():
-    """seed_everything(deterministic=...) changes process-wide switches: put them back."""
-    saved = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-        torch.backends.cudnn.deterministic,
-        torch.backends.cudnn.benchmark,
-    )
-    yield
-    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
-
-
 def test_fit_lowers_the_loss_and_records_every_epoch():
     torch.manual_seed(0)
     result = fit(_mlp(), _loaders(_data(), _data(24, seed=1)), 4, lr=1e-2, progress=False)
@@ -202,7 +188,7 @@ def test_cuda_out_of_memory_becomes_training_error_with_the_fix():
     assert isinstance(info.value.__cause__, torch.cuda.OutOfMemoryError)
 
 
-def test_seed_everything_makes_training_repeatable(restore_determinism):
+def test_seed_everything_makes_training_repeatable():
     def weights_after_two_epochs(seed):
         generator = seed_everything(seed, deterministic=True)
         model = nn.Sequential(_mlp(), nn.Dropout(0.2))
