@@ -14,28 +14,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm.auto import tqdm
 
 from lesionlib.datasets import DatasetError, load_image
 from lesionlib.settings import cache_dir
-
-
-def _decode(path: str | Path, size: int) -> Image.Image:
-    """RGB with EXIF orientation; a JPEG is decoded at the smallest scale with both sides >= size.
-
-    Other formats, and any file this fast path cannot read, go through
-    :func:`~lesionlib.datasets.load_image`, which raises the DatasetError naming the file.
-    """
-    try:
-        with Image.open(path) as image:
-            if image.format == "JPEG":
-                image.draft("RGB", (size, size))
-                image.load()
-                return ImageOps.exif_transpose(image).convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        pass  # load_image below reports the problem with the file name and the fix
-    return load_image(path)
 
 
 def load_resized(path: str | Path, size: int) -> Image.Image:
@@ -44,7 +27,7 @@ def load_resized(path: str | Path, size: int) -> Image.Image:
     JPEGs are decoded at the smallest 1/2, 1/4 or 1/8 scale that keeps both sides >= ``size``,
     then resized exactly with Lanczos. Images already smaller than ``size`` are not enlarged.
     """
-    image = _decode(path, size)
+    image = load_image(path, draft_size=size)
     width, height = image.size
     scale = size / min(width, height)
     if scale >= 1:

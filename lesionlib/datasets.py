@@ -627,14 +627,18 @@ def _cover_classes(
 # --------------------------------------------------------------------------- images
 
 
-def load_image(path: str | Path) -> Image.Image:
+def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
     """Open an image as 8-bit RGB with EXIF orientation applied (fully decoded).
 
-    Transparency is composited on white; 16-bit images are scaled to 8 bits. Raises
-    :class:`DatasetError` naming the file when it cannot be decoded.
+    Transparency is composited on white; 16-bit images are scaled to 8 bits. With ``draft_size``
+    a JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale whose sides stay >= ``draft_size``
+    (much faster for large originals; other formats ignore it). Raises :class:`DatasetError`
+    naming the file when it cannot be decoded.
     """
     try:
         with Image.open(path) as img:
+            if draft_size is not None:
+                img.draft("RGB", (draft_size, draft_size))
             img.load()
             return _to_rgb(ImageOps.exif_transpose(img))
     except Image.DecompressionBombError as err:

@@ -424,3 +424,12 @@ def test_limit_train_keeps_a_stratified_subset_and_the_other_splits(tmp_path):
     assert rest.equals(table[table["split"] != "train"])
     assert limit_train(table, len(train) // 2, seed=0).equals(small)  # deterministic
     assert limit_train(table, None) is table
+
+
+def test_load_image_draft_decodes_a_large_jpeg_at_a_reduced_scale(tmp_path):
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (1024, 768), (200, 120, 90)).save(path, quality=90)
+    small = load_image(path, draft_size=100)
+    assert small.mode == "RGB"
+    assert small.size == (256, 192)  # 1/4 scale: 1/8 would make the short side 96 < 100
+    assert load_image(path).size == (1024, 768)
