@@ -70,6 +70,7 @@ def prepare_cache(
     workers: int | None = None,
     progress: bool = True,
     quality: int = 95,
+    image_size: int | None = None,
 ) -> pd.DataFrame:
     """Write a resized JPEG copy of every image in ``table`` once; return the table pointing at it.
 
@@ -79,7 +80,8 @@ def prepare_cache(
     CPUs). Returns a copy of ``table`` whose ``path`` is the cached file and whose new
     ``source_path`` column holds the original (kept when ``table`` already has one, so a cached
     table can be re-cached at another size from the originals). An image that cannot be decoded
-    raises :class:`~lesionlib.datasets.DatasetError` naming it.
+    raises :class:`~lesionlib.datasets.DatasetError` naming it. With ``image_size`` (what the
+    network will see), a ``size`` below it is refused: the images would be upscaled.
     """
     if "path" not in table.columns:
         raise DatasetError(
@@ -88,6 +90,11 @@ def prepare_cache(
         )
     if size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size}")
+    if image_size is not None and size < image_size:
+        raise ValueError(
+            f"cache size {size} is smaller than image_size={image_size}: the network would see "
+            "upscaled images. Use a cache size >= image_size, or no cache."
+        )
     folder = Path(cache_root) if cache_root is not None else cache_dir() / "resized"
     folder = folder.expanduser().resolve() / str(size)
     folder.mkdir(parents=True, exist_ok=True)

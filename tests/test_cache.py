@@ -156,3 +156,9 @@ def test_small_source_is_not_enlarged(tmp_path: Path, table: pd.DataFrame) -> No
     _write_jpeg(Path(table.loc[0, "path"]), (40, 30))
     cached = _cache(table.iloc[:1], tmp_path / "cache")
     assert Image.open(cached.loc[0, "path"]).size == (40, 30)
+
+
+def test_a_cache_smaller_than_the_network_input_is_refused(tmp_path):
+    table = pd.DataFrame({"path": [str(tmp_path / "unused.jpg")]})
+    with pytest.raises(ValueError, match="cache size 128 is smaller than image_size=224"):
+        prepare_cache(table, size=128, cache_root=tmp_path, image_size=224)
