@@ -70,6 +70,18 @@ def test_augmentation_is_random(augment: str) -> None:
     assert any(not torch.equal(outputs[0], other) for other in outputs[1:])
 
 
+def test_basic_preset_keeps_colours_and_strong_changes_them() -> None:
+    # A plain-colour image stays that colour under crops, flips and right-angle rotations, so
+    # "basic" (geometric only, docs/results.md) returns it exactly; "strong" jitters colours.
+    torch.manual_seed(0)
+    image = Image.new("RGB", (48, 40), (200, 120, 90))
+    expected = eval_transform(32)(image)
+    for _ in range(5):
+        torch.testing.assert_close(train_transform(32, "basic")(image), expected)
+    strong = [train_transform(32, "strong")(image) for _ in range(5)]
+    assert any(not torch.allclose(out, expected, atol=1e-3) for out in strong)
+
+
 def test_unknown_preset_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="unknown augment preset 'heavy'") as info:
         train_transform(32, "heavy")
