@@ -17,7 +17,7 @@ from lesionlib import cli
 pytestmark = pytest.mark.realdata
 
 BALANCED_ACCURACY_FLOOR = 0.60
-"""Chance is 0.5; one epoch gave 0.68-0.75 on the test split over seeds 0-4 (docs/results.md)."""
+"""Chance is 0.5; one epoch gave 0.664-0.790 on the test split over seeds 0-4 (docs/results.md)."""
 
 DOCUMENTED_KEYS = {"accuracy", "balanced_accuracy", "macro_auc", "per_class", "confusion_matrix"}
 BINARY_KEYS = {"auc", "average_precision", "sensitivity", "specificity"}
@@ -34,7 +34,7 @@ def test_simplecnn_beats_chance_on_real_held_out_split_and_evaluates(
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["evaluated_on"] == "test"
-    assert sum(metrics["confusion_matrix"], []) and metrics["classes"] == ["benign", "malignant"]
+    assert metrics["classes"] == ["benign", "malignant"]
     test_size = metrics["settings"]["split_sizes"]["test"]
     assert sum(map(sum, metrics["confusion_matrix"])) == test_size > 100
     assert metrics["balanced_accuracy"] > BALANCED_ACCURACY_FLOOR
