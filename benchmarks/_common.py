@@ -12,13 +12,22 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lesionlib.datasets import read_isic2016, read_isic2019
+from lesionlib.datasets import LesionDataset, load_image, read_isic2016, read_isic2019
 from lesionlib.settings import real_data_dir
 from lesionlib.synthetic import write_isic2019_sample
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 SAMPLE = "isic2016-sample"
+
+
+class PillowDataset(LesionDataset):
+    """The seeds' way of reading an image (what torchvision's ImageFolder does): Pillow decodes
+    the whole file, and the transform gets the PIL image. lesionlib's LesionDataset decodes
+    JPEGs with TorchCodec into a tensor instead (lesionlib.datasets.read_image)."""
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(load_image(self.paths[index])), int(self.targets[index])
 
 
 def default_data() -> Path | None:

@@ -5,10 +5,11 @@
 Every source is decoded and resized once (shorter side = size, lesionlib.cache.load_resized),
 then written as (a) JPEG quality 95, (b) PNG, (c) a row of one ``[N, size, size, 3]`` uint8
 ``.npy`` memmap (center-cropped to a square). Reported per format: disk size, write time,
-read+decode throughput to an RGB image (``load_image``, as LesionDataset does; a row copy for
-the memmap) and the same followed by ``eval_transform(224)``, in one process with one torch
+read+decode throughput to a uint8 3×H×W tensor (``read_image``, as LesionDataset does; a row
+copy for the memmap) and the same followed by ``eval_transform(224)``, in one process with one torch
 thread, as in a DataLoader worker (files in the page cache, as from the second epoch on). For
-reference, decoding the originals at full size and with ``draft`` + resize is timed too. Ends
+reference, decoding the originals at full size with Pillow (the seeds' way) and with ``draft`` +
+resize (what ``prepare_cache`` does) is timed too. Ends
 with one JSON line, also written to --out.
 """
 
@@ -26,7 +27,7 @@ from _common import RESULTS, benchmark_table, default_data, describe, finish
 from PIL import Image
 
 from lesionlib.cache import load_resized
-from lesionlib.datasets import load_image
+from lesionlib.datasets import load_image, read_image
 from lesionlib.transforms import eval_transform
 
 
@@ -100,10 +101,10 @@ def main() -> None:
         write_s["memmap_npy"] = time.perf_counter() - start
 
         images = np.load(array_path, mmap_mode="r")
-        readers: dict[str, Callable[[int], Image.Image | np.ndarray]] = {
-            "jpeg_q95": lambda i: load_image(files["jpeg_q95"][i]),  # what LesionDataset does
-            "png": lambda i: load_image(files["png"][i]),
-            "memmap_npy": lambda i: np.array(images[i]),
+        readers: dict[str, Callable[[int], torch.Tensor]] = {
+            "jpeg_q95": lambda i: read_image(files["jpeg_q95"][i]),  # what LesionDataset does
+            "png": lambda i: read_image(files["png"][i]),
+            "memmap_npy": lambda i: torch.from_numpy(np.array(images[i])).permute(2, 0, 1),
         }
         formats = {}
         for name, read in readers.items():

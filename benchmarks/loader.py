@@ -3,11 +3,20 @@
     python benchmarks/loader.py [--data DIR] [--size 256] [--workers 2] [--epoch-images 600]
         [--repeats 2] [--out FILE]
 
-Both runs push images through LesionDataset + eval_transform(224) in a torch DataLoader with
-``--workers`` worker processes (persistent). An epoch is ``--epoch-images`` random draws from the
-data (a real epoch is long: ISIC 2019 has 25,331 images, the sample 120). One warm-up epoch
-starts the workers and fills the page cache, then the best of ``--repeats`` epochs is kept: the
-figure is decode + transform throughput, not disk speed. The cache is prepared in a temporary
+Three runs push images through eval_transform(224) in a torch DataLoader with ``--workers``
+worker processes (persistent):
+
+- ``raw_img_s``: the full-size originals read the seeds' way (Pillow decodes the whole file, as
+  torchvision's ImageFolder does; ``_common.PillowDataset``);
+- ``raw_lesionlib_img_s``: the same originals through lesionlib's LesionDataset (TorchCodec JPEG
+  decode straight into a tensor), i.e. lesionlib without the cache;
+- ``cached_img_s``: LesionDataset on the resized cache.
+
+``ratio`` = cached / raw (the goal: >= 10); ``ratio_vs_raw_lesionlib`` = cached / raw_lesionlib.
+An epoch is ``--epoch-images`` random draws from the data (a real epoch is long: ISIC 2019 has
+25,331 images, the sample 120). One warm-up epoch starts the workers and fills the page cache,
+then the best of ``--repeats`` epochs is kept: the figure is decode + transform throughput, not
+disk speed. The cache is prepared in a temporary
 folder and its one-off cost is reported separately (``prepare_s``). Default data: the real
 ISIC 2016 originals (``$LESIONLIB_REAL_DATA/isic2016-sample`` or
 ``../shared/data/isic2016-sample``), else 64 synthetic 1024x1024 JPEGs. Ends with ONE JSON line,
@@ -23,15 +32,16 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from _common import RESULTS, benchmark_table, default_data, describe, finish
+from _common import RESULTS, PillowDataset, benchmark_table, default_data, describe, finish
 from torch.utils.data import DataLoader, RandomSampler
 
 from lesionlib.cache import prepare_cache
-from lesionlib.datasets import LesionDataset
+from lesionlib.datasets import JPEG_DECODER, LesionDataset
 from lesionlib.transforms import eval_transform
 
 
 def loader_img_s(
+    dataset_class: type[LesionDataset],
     table: pd.DataFrame,
     image_size: int,
     batch_size: int,
@@ -41,7 +51,7 @@ def loader_img_s(
 ) -> float:
     """Images per second of the best of ``repeats`` timed epochs of ``epoch_images`` random
     draws from ``table``, after a warm-up epoch (worker start-up, page cache)."""
-    dataset = LesionDataset(table, transform=eval_transform(image_size))
+    dataset = dataset_class(table, transform=eval_transform(image_size))
     generator = torch.Generator().manual_seed(0)
     loader = DataLoader(
         dataset,
@@ -78,19 +88,23 @@ def main() -> None:
         scratch = Path(scratch_name)
         table = benchmark_table(args.data, scratch)
         timing = (args.image_size, args.batch_size, args.workers, args.epoch_images, args.repeats)
-        raw = loader_img_s(table, *timing)
+        raw = loader_img_s(PillowDataset, table, *timing)
+        raw_lesionlib = loader_img_s(LesionDataset, table, *timing)
         start = time.perf_counter()
         cached_table = prepare_cache(
             table, size=args.size, cache_root=scratch / "cache", workers=args.workers
         )
         prepare_s = time.perf_counter() - start
-        cached = loader_img_s(cached_table, *timing)
+        cached = loader_img_s(LesionDataset, cached_table, *timing)
 
     finish(
         {
             "raw_img_s": round(raw, 2),
+            "raw_lesionlib_img_s": round(raw_lesionlib, 2),
             "cached_img_s": round(cached, 2),
             "ratio": round(cached / raw, 2),
+            "ratio_vs_raw_lesionlib": round(cached / raw_lesionlib, 2),
+            "jpeg_decoder": JPEG_DECODER,
             "prepare_s": round(prepare_s, 2),
             "images": len(table),
             "size": args.size,

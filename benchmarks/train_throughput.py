@@ -9,12 +9,13 @@ Both runs train with :func:`lesionlib.train.fit` (random initialisation, Adam, c
 epochs of ``--steps`` batches each; images/second = images of an epoch / its ``seconds`` (the
 fastest epoch: other work on a shared machine only ever slows it down).
 
-- baseline ("seeds' pipeline"): full-size JPEGs decoded every epoch, fp32, NCHW, no pinned
-  memory, workers restarted every epoch;
+- baseline ("seeds' pipeline"): full-size JPEGs decoded by Pillow every epoch (as torchvision's
+  ImageFolder does), fp32, NCHW, no pinned memory, workers restarted every epoch;
 - fast path: the resized cache (:func:`lesionlib.cache.prepare_cache`, shorter side
-  ``--cache-size``, default image_size * 8/7), AMP (bfloat16 where supported, else float16 with a
-  GradScaler; CUDA only), channels_last, pinned memory (CUDA) + non_blocking copies, persistent
-  workers, optionally ``torch.compile``. The cache's one-off cost is reported as ``prepare_s``.
+  ``--cache-size``, default image_size * 8/7) read by LesionDataset (TorchCodec JPEG decode),
+  AMP (bfloat16 where supported, else float16 with a GradScaler; CUDA only), channels_last,
+  pinned memory (CUDA) + non_blocking copies, persistent workers, optionally
+  ``fit(compile=True)`` (``--compile``). The cache's one-off cost is reported as ``prepare_s``.
 
 On a CPU, AMP is off, so the ratio there is mostly the decode saving. Default data: as
 benchmarks/loader.py. Ends with ONE JSON line, also written to --out.
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from _common import RESULTS, benchmark_table, default_data, describe, finish
+from _common import RESULTS, PillowDataset, benchmark_table, default_data, describe, finish
 from torch.utils.data import DataLoader, RandomSampler
 
 from lesionlib.cache import prepare_cache
@@ -44,7 +45,8 @@ def train_img_s(
 ) -> float:
     """Images/second of the best of ``args.repeats`` timed epochs (after a warm-up epoch)."""
     generator = seed_everything(0)
-    dataset = LesionDataset(table, transform=train_transform(args.image_size, "basic"))
+    dataset_class = LesionDataset if fast else PillowDataset
+    dataset = dataset_class(table, transform=train_transform(args.image_size, "basic"))
     loader = DataLoader(
         dataset,
         batch_size=args.batch_size,
@@ -56,8 +58,6 @@ def train_img_s(
         persistent_workers=fast and args.workers > 0,
     )
     model = build_model(args.model, len(classes_of(table)), pretrained=False)
-    if fast and args.compile:
-        model = torch.compile(model)
     result = fit(
         model,
         {"train": loader},
@@ -66,6 +66,7 @@ def train_img_s(
         device=device,
         amp=fast,
         channels_last=fast,
+        compile=fast and args.compile,
         progress=False,
     )
     fastest = min(row["seconds"] for row in result.history[1:])
@@ -83,7 +84,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed epochs (best is kept)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the fast path")
+    parser.add_argument("--compile", action="store_true", help="fit(compile=True) on the fast path")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
     )

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--test-fraction", type=float, default=0.15)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--num-workers", type=int, default=None)
+    t.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (GPU, long runs)"
+    )
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--out", type=Path, default=Path("runs/latest"))
     t.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -246,6 +249,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "val_fraction": args.val_fraction,
         "test_fraction": args.test_fraction,
         "seed": args.seed,
+        "compile": args.compile,
         "split_sizes": {str(k): int(v) for k, v in counts.items()},
     }
     loaders = make_loaders(
@@ -268,6 +272,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         scheduler=None if args.scheduler == "none" else args.scheduler,
         grad_clip=args.grad_clip,
         class_weights=args.class_weights,
+        compile=args.compile,
         progress=not args.quiet,
         checkpoint_path=args.out / "checkpoint.pt",
         resume=args.resume,

@@ -33,13 +33,14 @@ def cache_dir() -> Path:
 
 
 def print_environment() -> None:
-    """Print the library versions, the device and whether smoke mode is on."""
+    """Print the library versions, the device, the JPEG decoder and whether smoke mode is on."""
     import platform
 
     import torch
     import torchvision
 
     import lesionlib
+    from lesionlib.datasets import JPEG_DECODER
 
     if torch.cuda.is_available():
         device = f"cuda ({torch.cuda.get_device_name(0)})"
@@ -53,6 +54,7 @@ def print_environment() -> None:
         f"python {platform.python_version()} | torch {torch.__version__} | "
         f"torchvision {torchvision.__version__} | lesionlib {lesionlib.__version__}",
         f"device: {device}",
+        f"JPEG decoder: {JPEG_DECODER}",
         f"smoke mode: {'ON (tiny synthetic run)' if smoke_mode() else 'off'}",
     ]
     print("\n".join(lines))

@@ -1,4 +1,6 @@
-"""Image pipelines (torchvision.transforms.v2): PIL RGB image in, normalised float32 C×S×S out."""
+"""Image pipelines (torchvision.transforms.v2): a uint8 3×H×W RGB tensor (what
+:func:`lesionlib.datasets.read_image` returns) or a PIL RGB image in, normalised float32 C×S×S out.
+"""
 
 from __future__ import annotations
 

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
+from lesionlib import datasets
 from lesionlib.datasets import (
     DatasetError,
     LesionDataset,
@@ -18,6 +20,7 @@ from lesionlib.datasets import (
     load_image,
     load_table,
     read_ham10000,
+    read_image,
     read_imagefolder,
     read_isic2016,
     read_isic2019,
@@ -340,10 +343,11 @@ def test_lesion_dataset(sample_table: pd.DataFrame) -> None:
     assert len(dataset) == 5 and dataset.classes == list(ISIC2019_CLASSES)
     assert isinstance(dataset.targets, np.ndarray)
     image, target = dataset[0]
-    assert isinstance(image, Image.Image) and image.mode == "RGB" and image.size == (32, 32)
+    assert image.dtype == torch.uint8 and image.shape == (3, 32, 32)
+    assert torch.equal(image, read_image(sample_table["path"].iloc[0]))
     assert target == sample_table["target"].iloc[0] and isinstance(target, int)
-    resized = LesionDataset(sample_table.head(5), transform=lambda im: im.resize((4, 4)))
-    assert resized[1][0].size == (4, 4)
+    corners = LesionDataset(sample_table.head(5), transform=lambda im: im[:, :4, :4].float())
+    assert corners[1][0].shape == (3, 4, 4) and corners[1][0].dtype == torch.float32
 
 
 def _save(path: Path, image: Image.Image, **kw) -> Path:
@@ -382,6 +386,49 @@ def test_load_image_applies_exif_orientation(tmp_path: Path) -> None:
     assert load_image(path).size == (8, 16)
 
 
+def test_read_image_gives_load_image_pixels_as_a_chw_tensor(tmp_path: Path) -> None:
+    pixels = np.random.default_rng(0).integers(0, 255, (12, 20, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise
+    rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    paths = [
+        _save(tmp_path / "rgb.jpg", Image.fromarray(pixels), quality=90),
+        _save(tmp_path / "grey.jpg", Image.fromarray(pixels).convert("L")),
+        _save(tmp_path / "cmyk.jpg", Image.fromarray(pixels).convert("CMYK")),
+        _save(tmp_path / "rotated.jpg", Image.fromarray(pixels), exif=exif),
+        _save(tmp_path / "rgba.png", rgba),
+        _save(tmp_path / "jpeg-named.png", Image.fromarray(pixels), format="JPEG"),
+    ]
+    for path in paths:
+        expected = torch.from_numpy(np.array(load_image(path))).permute(2, 0, 1)
+        tensor = read_image(path)
+        assert tensor.dtype == torch.uint8 and tensor.shape == expected.shape, path.name
+        assert torch.equal(tensor, expected), path.name
+    assert read_image(paths[3]).shape == (3, 20, 12)  # EXIF orientation applied
+
+
+def test_read_image_decodes_jpegs_with_torchcodec_else_pillow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert datasets.JPEG_DECODER == "torchcodec"  # requirements.txt installs it
+    pixels = np.random.default_rng(1).integers(0, 255, (10, 14, 3), dtype=np.uint8)
+    jpeg = _save(tmp_path / "a.jpg", Image.fromarray(pixels))
+    png = _save(tmp_path / "a.png", Image.fromarray(pixels))
+    calls: list[int] = []
+    real_decoder = datasets._decode_jpeg
+
+    def counting_decoder(data: bytes, mode: str) -> torch.Tensor:
+        calls.append(len(data))
+        return real_decoder(data, mode=mode)
+
+    monkeypatch.setattr(datasets, "_decode_jpeg", counting_decoder)
+    fast = read_image(jpeg)
+    read_image(png)
+    assert calls == [jpeg.stat().st_size]  # the JPEG only; the PNG went through Pillow
+    monkeypatch.setattr(datasets, "_decode_jpeg", None)  # as without torchcodec
+    assert torch.equal(read_image(jpeg), fast)
+
+
 def _half_a_jpeg() -> bytes:
     buffer = io.BytesIO()
     rng = np.random.default_rng(0)
@@ -394,15 +441,14 @@ def _half_a_jpeg() -> bytes:
     [_half_a_jpeg(), b"", b"this is not a JPEG", None],
     ids=["truncated", "zero-byte", "text", "absent"],
 )
-def test_load_image_undecodable_files_raise_naming_the_file(
-    tmp_path: Path, content: bytes | None
-) -> None:
+def test_undecodable_files_raise_naming_the_file(tmp_path: Path, content: bytes | None) -> None:
     path = tmp_path / "bad.jpg"
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(DatasetError, match="python -m lesionlib validate") as info:
-        load_image(path)
-    assert str(path) in str(info.value)
+    for reader in (load_image, read_image):
+        with pytest.raises(DatasetError, match="python -m lesionlib validate") as info:
+            reader(path)
+        assert str(path) in str(info.value)
 
 
 def test_load_image_decompression_bomb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from lesionlib.datasets import (
     DatasetError,
@@ -40,7 +41,8 @@ def test_ham10000_dev(real_data: Path) -> None:
     }
     assert table["lesion_id"].str.startswith("HAM_").all()
     image, target = LesionDataset(table)[0]
-    assert image.mode == "RGB" and image.size == (224, 224) and target == table["target"][0]
+    assert image.shape == (3, 224, 224) and image.dtype == torch.uint8
+    assert target == table["target"][0]
 
 
 def test_melanoma_binary_dev(real_data: Path) -> None:

@@ -113,7 +113,8 @@ def test_validate_table_reports_every_unreadable_file_and_accepts_odd_modes(
     assert sorted(kept["path"]) == sorted(str(p.resolve()) for p in good.values())
     assert classes_of(kept) == ["benign", "malignant"]  # the class list survives
     dataset = LesionDataset(kept)
-    assert all(dataset[i][0].mode == "RGB" for i in range(len(dataset)))  # a whole epoch loads
+    images = [dataset[i][0] for i in range(len(dataset))]  # a whole epoch loads
+    assert all(image.dtype == torch.uint8 and image.shape[0] == 3 for image in images)
 
 
 def test_validate_table_finds_identical_files_and_repeated_ids(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from lesionlib.train import (
     class_weights_from,
     fit,
     get_device,
+    load_checkpoint,
     make_loaders,
     predict,
     seed_everything,
@@ -202,6 +204,35 @@ def test_seed_everything_makes_training_repeatable():
     assert torch.are_deterministic_algorithms_enabled()
     seed_everything(7)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_compile_captures_graphs_trains_like_eager_and_keeps_plain_weight_names(tmp_path):
+    graphs: list[torch.fx.GraphModule] = []
+
+    def recording_backend(graph: torch.fx.GraphModule, example_inputs: list) -> Callable:
+        graphs.append(graph)
+        return graph.forward  # run the captured graph as it is: same numbers as eager
+
+    def train(compile: bool | Callable) -> tuple[nn.Module, FitResult]:
+        generator = seed_everything(3)
+        model = _mlp()
+        train_loader = DataLoader(_data(), batch_size=8, shuffle=True, generator=generator)
+        loaders = {"train": train_loader, "val": DataLoader(_data(seed=1), batch_size=16)}
+        path = tmp_path / f"{'compiled' if compile else 'plain'}.pt"
+        result = fit(model, loaders, 2, compile=compile, progress=False, checkpoint_path=path)
+        return model, result
+
+    plain_model, plain = train(False)
+    compiled_model, compiled = train(recording_backend)
+    assert graphs, "fit(compile=...) did not compile the model"
+    for ours, theirs in zip(compiled.history, plain.history, strict=True):
+        assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5)
+        assert ours["val_balanced_accuracy"] == theirs["val_balanced_accuracy"]
+    compiled_state, plain_state = compiled_model.state_dict(), plain_model.state_dict()
+    assert list(compiled_state) == list(plain_state)  # no "_orig_mod." prefix
+    assert all(torch.allclose(compiled_state[k], plain_state[k], atol=1e-5) for k in plain_state)
+    fresh = _mlp()
+    fresh.load_state_dict(load_checkpoint(tmp_path / "compiled.pt")["model"])
 
 
 def test_seed_worker_seeds_numpy_and_random_from_the_torch_seed():
