@@ -353,17 +353,26 @@ def _isic2019_metadata(path: Path, image_ids: pd.Series) -> pd.DataFrame:
 
 
 def read_isic2016(
-    root: str | Path, split: Literal["train", "test"] = "train", missing: Missing = "error"
+    root: str | Path, split: Literal["train", "test", "all"] = "all", missing: Missing = "error"
 ) -> pd.DataFrame:
     """ISIC 2016 Part 3 (ISBI 2016): headerless CSV of ``image,label`` + the images folder.
 
     Labels ``benign``/``malignant`` (training file) or ``0``/``1`` (test file, ``0.0``/``1.0``
     accepted), whitespace and case ignored. Classes ``("benign", "malignant")``; ``split`` set.
+    ``split="all"``: the training set, plus the official test set when its ground-truth CSV and
+    its images folder are in ``root`` (the CSV alone with ``missing="keep"``); then
+    :func:`split_table` keeps it as the test split.
     """
     _check_missing_mode(missing)
-    if split not in ISIC2016_FILES:
-        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     root = Path(root).expanduser()
+    if split == "all":
+        parts = [read_isic2016(root, "train", missing)]
+        csv_name, images_name = ISIC2016_FILES["test"]
+        if (root / csv_name).is_file() and ((root / images_name).is_dir() or missing == "keep"):
+            parts.append(read_isic2016(root, "test", missing))
+        return pd.concat(parts, ignore_index=True)
+    if split not in ISIC2016_FILES:
+        raise ValueError(f"split must be 'train', 'test' or 'all', not {split!r}")
     csv_name, images_name = ISIC2016_FILES[split]
     csv = root / csv_name
     _require_file(csv, f"ISIC 2016 Part 3 {split} ground truth")

@@ -187,12 +187,22 @@ def test_isic2016_headerless_crlf_with_messy_labels(tmp_path: Path) -> None:
     for i in range(3):
         _jpg(tmp_path / "ISBI2016_ISIC_Part3_Training_Data" / f"ISIC_000000{i}.jpg")
         _jpg(tmp_path / "ISBI2016_ISIC_Part3_Test_Data" / f"ISIC_000000{i + 3}.jpg")
-    train = read_isic2016(tmp_path)
+    train = read_isic2016(tmp_path, split="train")
     test = read_isic2016(tmp_path, split="test")
     assert train["label"].tolist() == ["benign", "malignant", "benign"]
     assert test["label"].tolist() == ["benign", "malignant", "benign"]
     assert classes_of(train) == classes_of(test) == ["benign", "malignant"]
     assert set(train["split"]) == {"train"} and set(test["split"]) == {"test"}
+
+    both = read_isic2016(tmp_path)  # split="all": the official test set is the test split
+    assert both["split"].tolist() == ["train"] * 3 + ["test"] * 3
+    assert classes_of(both) == ["benign", "malignant"]
+    assert split_table(both, test_fraction=0.3)["split"].iloc[3:].eq("test").all()
+    for item in (tmp_path / "ISBI2016_ISIC_Part3_Test_Data").iterdir():
+        item.unlink()
+    (tmp_path / "ISBI2016_ISIC_Part3_Test_Data").rmdir()  # test images not downloaded
+    assert read_isic2016(tmp_path)["split"].tolist() == ["train"] * 3
+    assert len(read_isic2016(tmp_path, missing="keep")) == 6  # CSV-only inspection
 
 
 def test_isic2016_rejects_unknown_label_naming_row(tmp_path: Path) -> None:
