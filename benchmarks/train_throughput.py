@@ -42,8 +42,9 @@ from lesionlib.transforms import train_transform
 
 def train_img_s(
     table: pd.DataFrame, args: argparse.Namespace, device: torch.device, fast: bool
-) -> float:
-    """Images/second of the best of ``args.repeats`` timed epochs (after a warm-up epoch)."""
+) -> tuple[float, str]:
+    """Images/second of the best of ``args.repeats`` timed epochs (after a warm-up epoch), and
+    what ``fit`` says the run used (``FitResult.speed``)."""
     generator = seed_everything(0)
     dataset_class = LesionDataset if fast else PillowDataset
     dataset = dataset_class(table, transform=train_transform(args.image_size, "basic"))
@@ -70,7 +71,7 @@ def train_img_s(
         progress=False,
     )
     fastest = min(row["seconds"] for row in result.history[1:])
-    return args.steps * args.batch_size / fastest
+    return args.steps * args.batch_size / fastest, result.speed
 
 
 def main() -> None:
@@ -99,13 +100,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         table = benchmark_table(args.data, scratch)
-        baseline = train_img_s(table, args, device, fast=False)
+        baseline, baseline_speed = train_img_s(table, args, device, fast=False)
         start = time.perf_counter()
         cached = prepare_cache(
             table, size=cache_size, cache_root=scratch / "cache", workers=args.workers
         )
         prepare_s = time.perf_counter() - start
-        fast = train_img_s(cached, args, device, fast=True)
+        fast, fast_speed = train_img_s(cached, args, device, fast=True)
 
     finish(
         {
@@ -113,6 +114,8 @@ def main() -> None:
             "baseline_img_s": round(baseline, 2),
             "fast_img_s": round(fast, 2),
             "ratio": round(fast / baseline, 2),
+            "baseline_path": baseline_speed,
+            "fast_path": fast_speed,
             "model": args.model,
             "image_size": args.image_size,
             "batch_size": args.batch_size,

@@ -59,7 +59,9 @@ class FitResult:
     ``history`` has one dict per epoch (see :func:`fit`). ``monitor`` names the metric that chose
     ``best_epoch``: ``"val_balanced_accuracy"``, or ``"last_epoch"`` when there was no ``"val"``
     loader (then the last epoch is kept and ``best_metric`` is its train balanced accuracy).
-    ``seconds`` sums the epochs' times, including epochs run before a resume.
+    ``seconds`` sums the epochs' times, including epochs run before a resume. ``speed`` says
+    what the run used, e.g. ``"cuda (NVIDIA H100): bfloat16 mixed precision, channels_last,
+    2 loader workers, pinned memory, no torch.compile"``; ``fit`` prints it when it starts.
     """
 
     history: list[dict[str, Any]]
@@ -68,6 +70,7 @@ class FitResult:
     device: str
     seconds: float
     monitor: str = "val_balanced_accuracy"
+    speed: str = ""
 
     def as_frame(self) -> pd.DataFrame:
         """The history as a DataFrame, one row per epoch."""
@@ -327,6 +330,9 @@ def fit(
         tqdm.write(f"No checkpoint at {path} yet: training from the start")
 
     monitor = "val_balanced_accuracy" if val_loader is not None else "last_epoch"
+    speed = _speed_summary(device, amp_dtype, channels_last, bool(compile), train_loader)
+    if progress:
+        tqdm.write(f"Training on {speed}")
     with tqdm(
         range(len(history) + 1, epochs + 1),
         desc="epochs",
@@ -403,6 +409,7 @@ def fit(
         device=str(device),
         seconds=float(sum(r["seconds"] for r in history)),
         monitor=monitor,
+        speed=speed,
     )
 
 
@@ -528,6 +535,27 @@ def _loss_weight(
     known = classes if classes is not None else getattr(dataset, "classes", None)
     num_classes = len(known) if known else int(targets.max()) + 1
     return class_weights_from(targets, num_classes)
+
+
+def _speed_summary(
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    channels_last: bool,
+    compiled: bool,
+    loader: DataLoader,
+) -> str:
+    """One line on what a run uses: device, precision, memory format, loading, compilation."""
+    where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
+    loading = f"{loader.num_workers} loader workers" + (
+        ", pinned memory" if loader.pin_memory else ""
+    )
+    return (
+        f"{where}: "
+        + (f"{str(amp_dtype).removeprefix('torch.')} mixed precision" if amp_dtype else "float32")
+        + (", channels_last, " if channels_last else ", NCHW, ")
+        + loading
+        + (", torch.compile" if compiled else ", no torch.compile")
+    )
 
 
 def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:

@@ -225,6 +225,8 @@ def test_compile_captures_graphs_trains_like_eager_and_keeps_plain_weight_names(
     plain_model, plain = train(False)
     compiled_model, compiled = train(recording_backend)
     assert graphs, "fit(compile=...) did not compile the model"
+    assert plain.speed == "cpu: float32, NCHW, 0 loader workers, no torch.compile"
+    assert compiled.speed.endswith(", torch.compile")
     for ours, theirs in zip(compiled.history, plain.history, strict=True):
         assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5)
         assert ours["val_balanced_accuracy"] == theirs["val_balanced_accuracy"]
