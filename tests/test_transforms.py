@@ -70,6 +70,26 @@ def test_augmentation_is_random(augment: str) -> None:
     assert any(not torch.equal(outputs[0], other) for other in outputs[1:])
 
 
+def test_basic_crops_are_random_and_inside_the_central_square_of_a_4_by_3_image() -> None:
+    # Channel 0 holds each pixel's x coordinate and channel 1 its y (times 2): the output's value
+    # ranges tell which columns and rows the crop covered, whatever flip or rotation followed.
+    height, width = 96, 128
+    coords = torch.zeros(3, height, width, dtype=torch.uint8)
+    coords[0] = torch.arange(width, dtype=torch.uint8).view(1, width) * 2
+    coords[1] = torch.arange(height, dtype=torch.uint8).view(height, 1) * 2
+    transform = train_transform(32, "basic")
+    torch.manual_seed(0)
+    boxes = set()
+    for _ in range(30):
+        x, y = (denormalize(transform(coords))[:2] * 255 / 2).round()
+        boxes.add((int(x.min()), int(x.max()), int(y.min()), int(y.max())))
+        left = (width - height) // 2  # the central square spans columns 16..111
+        assert left - 1 <= x.min() and x.max() <= left + height, (x.min(), x.max())
+        # >= 85 % of the square's area, less the half output pixel lost at each border
+        assert (x.max() - x.min()) * (y.max() - y.min()) >= 0.75 * height**2
+    assert len(boxes) > 10, f"the crop hardly moves: {sorted(boxes)}"
+
+
 def test_basic_preset_keeps_colours_and_strong_changes_them() -> None:
     # A plain-colour image stays that colour under crops, flips and right-angle rotations, so
     # "basic" (geometric only, docs/results.md) returns it exactly; "strong" jitters colours.
