@@ -133,8 +133,23 @@ COLAB_DRIVE_ROOT = Path("/content/drive/MyDrive")
 """Where Google Drive appears on Colab after ``google.colab.drive.mount('/content/drive')``."""
 
 
-def colab_drive_dir(subfolder: str = "lesion-course") -> Path | None:
-    """``COLAB_DRIVE_ROOT/subfolder`` (created) when Google Drive is mounted, else None."""
+def colab_drive_dir(subfolder: str = "lesion-course", mount: bool = False) -> Path | None:
+    """``COLAB_DRIVE_ROOT/subfolder`` (created) when Google Drive is mounted, else None.
+
+    ``mount=True`` first mounts Drive on Colab (Colab asks for access once). When that is refused
+    or fails, or outside Colab, it says so and returns None: downloads then stay on the runtime's
+    own disk, which a runtime reset empties.
+    """
+    if mount and not COLAB_DRIVE_ROOT.is_dir():
+        try:
+            from google.colab import drive  # only on Colab
+
+            drive.mount(str(COLAB_DRIVE_ROOT.parent))
+        except Exception as err:  # refused access, a timeout, not on Colab: go on without it
+            print(
+                f"Google Drive not mounted ({type(err).__name__}: {err}): files are kept on this "
+                "runtime's disk only and are lost when it resets."
+            )
     if not COLAB_DRIVE_ROOT.is_dir():
         return None
     path = COLAB_DRIVE_ROOT / subfolder

@@ -401,6 +401,15 @@ def test_colab_drive_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert (tmp_path / "course").is_dir()
 
 
+def test_colab_drive_dir_mount_outside_colab_says_so_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(dl, "COLAB_DRIVE_ROOT", tmp_path / "drive" / "MyDrive")
+    assert colab_drive_dir(mount=True) is None  # google.colab cannot be imported here
+    out = capsys.readouterr().out
+    assert "Google Drive not mounted (ModuleNotFoundError" in out and "lost when it resets" in out
+
+
 @pytest.mark.realdata
 def test_registry_hash_matches_the_official_isic2016_csv(
     real_data: Path, server: FileServer, tmp_path: Path
