@@ -42,7 +42,7 @@ def test_eval_transform_normalises_exactly() -> None:
         torch.testing.assert_close(out[channel], expected)
 
 
-def test_eval_transform_resizes_shorter_side_then_centre_crops() -> None:
+def test_eval_transform_keeps_the_central_square() -> None:
     # 96×32: red | green | blue thirds. A squashing resize would keep red and blue;
     # shorter side to 32 + centre crop keeps only the green middle.
     array = np.zeros((32, 96, 3), dtype=np.uint8)
