@@ -540,7 +540,7 @@ def plot_roc_pr(
             ax.annotate(
                 f"t = {threshold:.2f}",
                 point,
-                xytext=(6, -12),
+                xytext=(6, -12 - 11 * len(ax.texts)),  # each label one line below the last
                 textcoords="offset points",
                 fontsize="small",
                 color=color,

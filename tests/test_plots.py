@@ -311,6 +311,11 @@ def test_roc_pr_legends_hold_sklearn_scores_and_overlay():
         plots.plot_roc_pr(torch.tensor(targets), torch.tensor(1 - probs), "flip", fig.axes) is fig
     )
     assert sum("AUC" in t.get_text() for t in roc_ax.get_legend().get_texts()) == 2
+    labels = [text for text in roc_ax.texts if text.get_text().startswith("t = ")]
+    assert len({label.xyann for label in labels}) == len(labels) == 1  # "flip" passed none
+    plots.plot_roc_pr(targets, probs, "again", fig.axes, thresholds=(0.5, 0.55))
+    labels = [text for text in roc_ax.texts if text.get_text().startswith("t = ")]
+    assert len({label.xyann for label in labels}) == len(labels) == 3  # each label one line lower
     assert sum(line.get_gid() == "chance" for line in roc_ax.lines) == 1
     with pytest.raises(ValueError, match=r"probs\[:, 1\]"):
         plots.plot_roc_pr(targets, np.stack([1 - probs, probs], axis=1))
