@@ -11,8 +11,11 @@ from typing import Any
 from lesionlib.datasets import LAYOUTS
 
 
-def _add_data_args(p: argparse.ArgumentParser, required: bool, skip_bad: bool = True) -> None:
-    """--data/--layout/--skip-missing/--cache-size, and --skip-bad-images when ``skip_bad``."""
+def _add_data_args(
+    p: argparse.ArgumentParser, required: bool, skip_bad: bool = True, cache: bool = True
+) -> None:
+    """--data/--layout/--skip-missing, --skip-bad-images when ``skip_bad``, --cache-size when
+    ``cache``."""
     p.add_argument(
         "--data",
         type=Path,
@@ -32,13 +35,14 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool, skip_bad: bool = 
             help="decode every image first and leave out (and list) those that cannot be read "
             "(default: stop with an error naming the first one)",
         )
-    p.add_argument(
-        "--cache-size",
-        type=int,
-        default=None,
-        metavar="S",
-        help="read images from a pre-resized cache (shorter side S px), built on first use",
-    )
+    if cache:
+        p.add_argument(
+            "--cache-size",
+            type=int,
+            default=None,
+            metavar="S",
+            help="read images from a pre-resized cache (shorter side S px), built on first use",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,12 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--drive-dir", type=Path, default=None, help="keep archives here (Colab)")
 
     pr = sub.add_parser("prepare", help="build the pre-resized image cache for a dataset")
-    _add_data_args(pr, required=True)
-    pr.add_argument("--size", type=int, default=256)
-    pr.add_argument("--workers", type=int, default=None)
+    _add_data_args(pr, required=True, cache=False)
+    pr.add_argument("--size", type=int, default=256, help="shorter side of the copies, px")
+    pr.add_argument(
+        "--workers", type=int, default=None, help="resizing processes (default: all cores)"
+    )
 
     v = sub.add_parser("validate", help="scan a dataset and report problems before training")
-    _add_data_args(v, required=True, skip_bad=False)
+    _add_data_args(v, required=True, skip_bad=False, cache=False)
     v.add_argument("--out", type=Path, default=None, help="write the report as JSON")
     return parser
 
@@ -144,7 +150,7 @@ def _table(args: argparse.Namespace):
     if getattr(args, "cache_size", None):
         from lesionlib.cache import prepare_cache
 
-        table = prepare_cache(table, size=args.cache_size)
+        table = prepare_cache(table, size=args.cache_size, workers=getattr(args, "workers", None))
     return table
 
 

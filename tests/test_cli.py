@@ -13,6 +13,7 @@ from lesionlib import cli
 from lesionlib.cli import main
 from lesionlib.datasets import DatasetError, load_table
 from lesionlib.models import build_model
+from lesionlib.settings import cache_dir
 from lesionlib.synthetic import default_sample
 from lesionlib.train import load_model, save_model
 
@@ -108,3 +109,20 @@ def test_errors_from_dataloader_workers_are_printed_as_one_line():
         next(iter(loader))
     assert "DataLoader worker" in str(info.value)
     assert cli._one_line(info.value) == "cannot read /data/ISIC_0000001.jpg: delete or replace it"
+
+
+def test_prepare_writes_the_cache_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LESIONLIB_CACHE", str(tmp_path / "cache"))  # this test's cache only
+    folder = _folder(tmp_path / "data", ["benign", "malignant"])
+    args = ["prepare", "--data", str(folder), "--layout", "imagefolder", "--size", "16"]
+    assert main([*args, "--workers", "1"]) == 0
+    assert "cached 4 images at 16 px" in capsys.readouterr().out
+    copies = sorted((cache_dir() / "resized" / "16").glob("*.jpg"))
+    assert len(copies) == 4 and all(Image.open(p).size == (16, 16) for p in copies)
+    stamps = [p.stat().st_mtime_ns for p in copies]
+    assert main(args) == 0  # a second run finds every copy and writes nothing
+    assert [p.stat().st_mtime_ns for p in copies] == stamps
+    with pytest.raises(SystemExit):  # --cache-size belongs to train/evaluate, not prepare
+        main([*args, "--cache-size", "32"])
