@@ -8,6 +8,7 @@ source has official splits). See docs/architecture.md ("The table", "Readers").
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import warnings
 from collections import Counter
@@ -691,8 +692,9 @@ def read_image(path: str | Path) -> torch.Tensor:
 
     JPEGs are decoded by TorchCodec straight into a C×H×W tensor: the same pixels as Pillow, and
     with the resize that follows about 3× faster on full-size originals and 1.25× on the cache
-    (docs/benchmarks.md). Other formats, JPEGs TorchCodec rejects and machines without
-    TorchCodec go through :func:`load_image`, which raises :class:`DatasetError` naming the file.
+    (docs/benchmarks.md). Pillow reads the header first, so its decompression-bomb limit holds.
+    Other formats, JPEGs TorchCodec rejects and machines without TorchCodec go through
+    :func:`load_image`, which raises :class:`DatasetError` naming the file.
     """
     if _decode_jpeg is not None:
         try:
@@ -701,9 +703,10 @@ def read_image(path: str | Path) -> torch.Tensor:
             data = b""  # load_image reports it
         if data.startswith(_JPEG_MAGIC):
             try:
+                Image.open(io.BytesIO(data)).close()  # the header only: Pillow's bomb check
                 return _decode_jpeg(data, mode="RGB")
-            except RuntimeError:
-                pass  # truncated, 12-bit, ...: Pillow decodes it or names the file in its error
+            except Exception:  # too large, truncated, 12-bit, ...: load_image decodes it or
+                pass  # raises the DatasetError that names the file and the fix
     return pil_to_tensor(load_image(path))
 
 

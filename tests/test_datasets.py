@@ -461,12 +461,14 @@ def test_undecodable_files_raise_naming_the_file(tmp_path: Path, content: bytes 
         assert str(path) in str(info.value)
 
 
-def test_load_image_decompression_bomb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = _save(tmp_path / "big.png", Image.new("RGB", (40, 40)))
+@pytest.mark.parametrize("name", ["big.png", "big.jpg"])
+def test_decompression_bomb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    path = _save(tmp_path / name, Image.new("RGB", (40, 40)))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    with pytest.raises(DatasetError, match="too large") as info:
-        load_image(path)
-    assert str(path) in str(info.value)
+    for reader in (load_image, read_image):  # read_image too, although TorchCodec decodes JPEGs
+        with pytest.raises(DatasetError, match="too large") as info:
+            reader(path)
+        assert str(path) in str(info.value)
 
 
 def test_limit_train_keeps_a_stratified_subset_and_the_other_splits(tmp_path):
