@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from lesionlib import download as dl
-from lesionlib.datasets import read_ham10000, read_isic2016
+from lesionlib.cache import prepare_cache
+from lesionlib.datasets import load_table, read_ham10000, read_isic2016, split_table
 from lesionlib.download import (
     DATASETS,
     DownloadError,
@@ -28,6 +29,8 @@ from lesionlib.download import (
     download_file,
     safe_extract,
 )
+from lesionlib.models import build_model
+from lesionlib.train import fit, make_loaders, predict
 
 PAYLOAD = bytes(range(256)) * 40  # 10,240 bytes
 
@@ -338,6 +341,26 @@ def test_download_isic2016_end_to_end(
     hits = len(server.requests)
     assert download("isic2016", tmp_path / "data", base_url=server.url, progress=False) == root
     assert len(server.requests) == hits
+
+
+def test_the_colab_path_downloads_caches_and_trains(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What notebook 04 does on Colab, with no manual step: download, read (the official test
+    set becomes the test split), resize once, train, predict."""
+    _serve_fake_isic2016(server)
+    _without_pins(monkeypatch, "isic2016")
+    monkeypatch.setenv("LESIONLIB_CACHE", str(tmp_path / "cache"))
+    root = download("isic2016", tmp_path / "data", base_url=server.url, progress=False)
+    table = split_table(load_table(root, "isic2016"), val_fraction=0)
+    assert table["split"].tolist() == ["train", "train", "test", "test"]
+    table = prepare_cache(table, size=16, progress=False)
+    assert all(Path(p).is_relative_to(tmp_path / "cache") for p in table["path"])
+    loaders = make_loaders(table, 16, batch_size=2, num_workers=0)
+    model = build_model("simplecnn", 2, pretrained=False, image_size=16)
+    result = fit(model, loaders, 1, progress=False)
+    probs, targets = predict(model, loaders["test"])
+    assert len(result.history) == 1 and probs.shape == (2, 2) and targets.tolist() == [0, 1]
 
 
 def test_drive_dir_keeps_archives_and_is_reused(
