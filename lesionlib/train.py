@@ -546,16 +546,14 @@ def _speed_summary(
 ) -> str:
     """One line on what a run uses: device, precision, memory format, loading, compilation."""
     where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
-    loading = f"{loader.num_workers} loader workers" + (
-        ", pinned memory" if loader.pin_memory else ""
-    )
-    return (
-        f"{where}: "
-        + (f"{str(amp_dtype).removeprefix('torch.')} mixed precision" if amp_dtype else "float32")
-        + (", channels_last, " if channels_last else ", NCHW, ")
-        + loading
-        + (", torch.compile" if compiled else ", no torch.compile")
-    )
+    parts = [
+        f"{str(amp_dtype).removeprefix('torch.')} mixed precision" if amp_dtype else "float32",
+        "channels_last" if channels_last else "NCHW",
+        f"{loader.num_workers} loader workers",
+        *(["pinned memory"] if loader.pin_memory else []),
+        "torch.compile" if compiled else "no torch.compile",
+    ]
+    return f"{where}: {', '.join(parts)}"
 
 
 def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
