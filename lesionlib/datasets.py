@@ -66,7 +66,8 @@ try:  # TorchCodec: the JPEG decoder that replaces torchvision.io's (deprecated 
     JPEG_DECODER = "torchcodec"
 except (ImportError, OSError, RuntimeError) as _err:  # not installed, or built for another torch
     _decode_jpeg = None
-    JPEG_DECODER = f"Pillow (torchcodec unavailable: {type(_err).__name__}: {_err})"
+    _why = (str(_err).strip().splitlines() or [""])[0][:160]  # its load errors run to pages
+    JPEG_DECODER = f"Pillow (torchcodec unavailable: {type(_err).__name__}: {_why})"
 """Which library :func:`read_image` decodes JPEGs with; ``print_environment`` prints it."""
 _JPEG_MAGIC = b"\xff\xd8\xff"
 

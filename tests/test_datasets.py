@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -437,6 +439,19 @@ def test_read_image_decodes_jpegs_with_torchcodec_else_pillow(
     assert calls == [jpeg.stat().st_size]  # the JPEG only; the PNG went through Pillow
     monkeypatch.setattr(datasets, "_decode_jpeg", None)  # as without torchcodec
     assert torch.equal(read_image(jpeg), fast)
+
+
+def test_without_torchcodec_lesionlib_says_so_and_decodes_with_pillow(tmp_path: Path) -> None:
+    path = _save(tmp_path / "a.jpg", Image.new("RGB", (6, 4), (200, 10, 10)))
+    script = (
+        "import sys; sys.modules['torchcodec'] = None  # as if it were not installed\n"
+        "from lesionlib.datasets import JPEG_DECODER, read_image\n"
+        f"print(JPEG_DECODER); print(tuple(read_image({str(path)!r}).shape))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    decoder, shape = run.stdout.strip().splitlines()
+    assert decoder.startswith("Pillow (torchcodec unavailable: ModuleNotFoundError")
+    assert shape == "(3, 4, 6)"
 
 
 def _half_a_jpeg() -> bytes:
