@@ -691,11 +691,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def read_image(path: str | Path) -> torch.Tensor:
     """The image at ``path`` as a uint8 3×H×W RGB tensor, EXIF orientation applied.
 
-    JPEGs are decoded by TorchCodec straight into a C×H×W tensor: the same pixels as Pillow, and
-    with the resize that follows about 3× faster on full-size originals and 1.25× on the cache
-    (docs/benchmarks.md). Pillow reads the header first, so its decompression-bomb limit holds.
-    Other formats, JPEGs TorchCodec rejects and machines without TorchCodec go through
-    :func:`load_image`, which raises :class:`DatasetError` naming the file.
+    JPEGs are decoded by TorchCodec straight into a C×H×W tensor (channels-last in memory, the
+    layout torchvision resizes fastest): the same pixels as Pillow, and a loader on full-size
+    originals about 2× as fast (docs/benchmarks.md). Pillow reads the header first, so its
+    decompression-bomb limit holds. Other formats, JPEGs TorchCodec rejects and machines without
+    TorchCodec go through :func:`load_image`, which raises :class:`DatasetError` naming the file.
     """
     if _decode_jpeg is not None:
         try:
