@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +36,7 @@ __all__ = [
     "ManualDownloadRequired",
     "RemoteFile",
     "colab_drive_dir",
+    "colab_download",
     "download",
     "download_file",
     "safe_extract",
@@ -498,3 +500,24 @@ def download(
             (root / f.target).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(stored, root / f.target / f.name)
     return root
+
+
+def colab_download(
+    data_dir: str | Path,
+    layout: str,
+    keep_on_drive: bool = True,
+    to: str | Path = "data",
+    base_url: str | None = None,
+) -> str:
+    """The notebooks' data step on Colab: download the dataset when ``data_dir`` is not there.
+
+    On Colab, when ``data_dir`` does not exist and ``layout`` names a dataset of
+    :data:`DATASETS`, returns :func:`download` ``(layout, to)``'s folder, the archives kept on
+    Google Drive when ``keep_on_drive`` (:func:`colab_drive_dir` ``(mount=True)``). Anywhere
+    else, or when the folder exists, returns ``data_dir`` unchanged: a missing folder then gets
+    the reader's error, which says where to get the data.
+    """
+    if "google.colab" not in sys.modules or Path(data_dir).exists() or layout not in DATASETS:
+        return str(data_dir)
+    drive_dir = colab_drive_dir(mount=keep_on_drive) if keep_on_drive else None
+    return str(download(layout, to, drive_dir=drive_dir, base_url=base_url))

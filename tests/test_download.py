@@ -8,7 +8,9 @@ import io
 import re
 import shutil
 import stat
+import sys
 import threading
+import types
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +26,7 @@ from lesionlib.download import (
     DATASETS,
     DownloadError,
     ManualDownloadRequired,
+    colab_download,
     colab_drive_dir,
     download,
     download_file,
@@ -361,6 +364,29 @@ def test_the_colab_path_downloads_caches_and_trains(
     result = fit(model, loaders, 1, progress=False)
     probs, targets = predict(model, loaders["test"])
     assert len(result.history) == 1 and probs.shape == (2, 2) and targets.tolist() == [0, 1]
+
+
+def test_colab_download_fetches_only_on_colab_and_only_when_missing(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _serve_fake_isic2016(server)
+    _without_pins(monkeypatch, "isic2016")
+    wanted = tmp_path / "data" / "isic2016"
+    args = {"to": tmp_path / "data", "base_url": server.url}
+    assert colab_download(wanted, "isic2016", **args) == str(wanted)  # not on Colab: unchanged
+    assert not server.requests
+
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr(dl, "COLAB_DRIVE_ROOT", tmp_path / "drive" / "MyDrive")
+    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)  # Drive already mounted
+    assert colab_download(wanted, "isic2016", **args) == str(wanted)
+    _assert_isic2016_layout(wanted)
+    kept = tmp_path / "drive" / "MyDrive" / "lesion-course" / "isic2016"
+    assert (kept / "ISBI2016_ISIC_Part3_Training_Data.zip").is_file()
+    hits = len(server.requests)
+    assert colab_download(wanted, "isic2016", **args) == str(wanted)  # there now: nothing fetched
+    assert colab_download(tmp_path / "mine", "imagefolder", **args) == str(tmp_path / "mine")
+    assert len(server.requests) == hits
 
 
 def test_drive_dir_keeps_archives_and_is_reused(
