@@ -37,6 +37,7 @@ __all__ = [
     "RemoteFile",
     "colab_drive_dir",
     "colab_download",
+    "colab_drive_path",
     "download",
     "download_file",
     "safe_extract",
@@ -517,7 +518,26 @@ def colab_download(
     else, or when the folder exists, returns ``data_dir`` unchanged: a missing folder then gets
     the reader's error, which says where to get the data.
     """
-    if "google.colab" not in sys.modules or Path(data_dir).exists() or layout not in DATASETS:
+    if not _on_colab() or Path(data_dir).exists() or layout not in DATASETS:
         return str(data_dir)
     drive_dir = colab_drive_dir(mount=keep_on_drive) if keep_on_drive else None
     return str(download(layout, to, drive_dir=drive_dir, base_url=base_url))
+
+
+def colab_drive_path(path: str | Path, keep_on_drive: bool = True) -> str:
+    """Where a notebook keeps ``path`` (results, models, checkpoints) on Colab: on Google Drive.
+
+    Each Colab notebook runs on its own runtime, whose disk a reset empties: on Drive, a
+    checkpoint survives a disconnect (``resume=True``) and the model of notebook 03 reaches
+    notebooks 06 and 07. On Colab with ``keep_on_drive``, a relative ``path`` becomes
+    ``colab_drive_dir(mount=True) / path``; an absolute path, a refused mount, or any other
+    machine keep ``path`` as it is.
+    """
+    if not _on_colab() or not keep_on_drive or Path(path).is_absolute():
+        return str(path)
+    drive_dir = colab_drive_dir(mount=True)
+    return str(drive_dir / path) if drive_dir is not None else str(path)
+
+
+def _on_colab() -> bool:
+    return "google.colab" in sys.modules

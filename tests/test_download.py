@@ -28,6 +28,7 @@ from lesionlib.download import (
     ManualDownloadRequired,
     colab_download,
     colab_drive_dir,
+    colab_drive_path,
     download,
     download_file,
     safe_extract,
@@ -387,6 +388,21 @@ def test_colab_download_fetches_only_on_colab_and_only_when_missing(
     assert colab_download(wanted, "isic2016", **args) == str(wanted)  # there now: nothing fetched
     assert colab_download(tmp_path / "mine", "imagefolder", **args) == str(tmp_path / "mine")
     assert len(server.requests) == hits
+
+
+def test_colab_drive_path_puts_relative_paths_on_drive_on_colab_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert colab_drive_path("results") == "results"  # not on Colab
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr(dl, "COLAB_DRIVE_ROOT", tmp_path / "MyDrive")
+    assert colab_drive_path("results") == "results"  # Drive cannot be mounted: runtime disk
+    (tmp_path / "MyDrive").mkdir()
+    course = tmp_path / "MyDrive" / "lesion-course"
+    assert colab_drive_path("results") == str(course / "results")
+    assert colab_drive_path("results/03_resnet50.pt") == str(course / "results/03_resnet50.pt")
+    assert colab_drive_path(tmp_path / "mine") == str(tmp_path / "mine")  # absolute: as given
+    assert colab_drive_path("results", keep_on_drive=False) == "results"
 
 
 def test_drive_dir_keeps_archives_and_is_reused(
