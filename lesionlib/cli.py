@@ -255,6 +255,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "val_fraction": args.val_fraction,
         "test_fraction": args.test_fraction,
         "seed": args.seed,
+        "cache_size": args.cache_size,
         "compile": args.compile,
         "split_sizes": {str(k): int(v) for k, v in counts.items()},
     }
@@ -310,7 +311,8 @@ def default_lr(optimizer: str) -> float:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate a saved model on every image of a dataset, with the classes stored in it."""
+    """Evaluate a saved model on every image of a dataset, with the classes stored in it, the
+    images read as the training run read them (its cache size, unless --cache-size is given)."""
     import pandas as pd
     from torch.utils.data import DataLoader
 
@@ -320,6 +322,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from lesionlib.transforms import eval_transform
 
     model, classes, settings = load_model(args.checkpoint)
+    if args.cache_size is None:  # read the images as the training run did
+        args.cache_size = settings.get("cache_size")
     table = _table(args)
     unknown = sorted(set(classes_of(table)) - set(classes))
     if unknown:
@@ -336,6 +340,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics["settings"] = {
         "checkpoint": str(args.checkpoint),
         "data": str(args.data),
+        "cache_size": args.cache_size,
         "tta": args.tta,
     }
     _print_metrics(metrics, f"{len(table)} images from {args.data or 'the synthetic sample'}:")

@@ -126,3 +126,16 @@ def test_prepare_writes_the_cache_once(
     assert [p.stat().st_mtime_ns for p in copies] == stamps
     with pytest.raises(SystemExit):  # --cache-size belongs to train/evaluate, not prepare
         main([*args, "--cache-size", "32"])
+
+
+def test_evaluate_reads_images_through_the_cache_the_model_was_trained_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LESIONLIB_CACHE", str(tmp_path / "cache"))
+    out, report = tmp_path / "run", tmp_path / "eval.json"
+    tiny = ["--epochs", "1", "--image-size", "32", "--num-workers", "0", "--quiet"]
+    assert main(["train", *tiny, "--cache-size", "40", "--out", str(out)]) == 0
+    assert load_model(out / "model.pt", "cpu")[2]["cache_size"] == 40
+    assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--out", str(report)]) == 0
+    assert json.loads(report.read_text())["settings"]["cache_size"] == 40
+    assert len(list((tmp_path / "cache" / "resized" / "40").glob("*.jpg"))) > 0
