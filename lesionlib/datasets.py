@@ -61,9 +61,10 @@ _ISIC2016_LABELS = {
     "1.0": "malignant",
 }
 try:  # TorchCodec: the JPEG decoder that replaces torchvision.io's (deprecated in 0.29)
+    from torchcodec import __version__ as _torchcodec_version
     from torchcodec.decoders import decode_jpeg as _decode_jpeg
 
-    JPEG_DECODER = "torchcodec"
+    JPEG_DECODER = f"torchcodec {_torchcodec_version}"
 except (ImportError, OSError, RuntimeError) as _err:  # not installed, or built for another torch
     _decode_jpeg = None
     _why = (str(_err).strip().splitlines() or [""])[0][:160]  # its load errors run to pages
