@@ -43,6 +43,8 @@ ISIC2016_FILES = {
 HAM10000_METADATA = "HAM10000_metadata.csv"
 HAM10000_IMAGE_DIRS = ("HAM10000_images", "HAM10000_images_part_1", "HAM10000_images_part_2")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+"""The split names of the ``split`` column, in the order loaders and plots list them."""
 SPLIT_FOLDERS = {
     "train": "train",
     "val": "val",

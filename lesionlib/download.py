@@ -520,7 +520,7 @@ def colab_download(
     """
     if not _on_colab() or Path(data_dir).exists() or layout not in DATASETS:
         return str(data_dir)
-    drive_dir = colab_drive_dir(mount=keep_on_drive) if keep_on_drive else None
+    drive_dir = colab_drive_dir(mount=True) if keep_on_drive else None
     return str(download(layout, to, drive_dir=drive_dir, base_url=base_url))
 
 

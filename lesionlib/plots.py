@@ -28,7 +28,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from lesionlib.datasets import classes_of, load_image
+from lesionlib.datasets import SPLITS, classes_of, load_image
 from lesionlib.labels import BINARY_CLASSES, ISIC2019_CLASSES, full_name
 from lesionlib.transforms import denormalize
 
@@ -55,8 +55,6 @@ WRONG_COLOR = "tab:red"
 
 _REFERENCE_COLOR = "0.45"
 """Grey of reference lines: chance level, perfect calibration, best epoch."""
-
-_SPLIT_ORDER: tuple[str, ...] = ("train", "val", "test")
 
 _METRICS: dict[str, tuple[str, bool]] = {
     # name: (axis label, is a fraction shown in %)
@@ -137,7 +135,7 @@ def _class_counts(table_or_counts: pd.DataFrame | pd.Series | Mapping[str, int])
             counts = table["label"].value_counts().reindex(classes, fill_value=0)
             return counts.to_frame("images")
         counts = pd.crosstab(table["label"].astype(str), table["split"].astype(str))
-        splits = [s for s in _SPLIT_ORDER if s in counts.columns]
+        splits = [s for s in SPLITS if s in counts.columns]
         splits += sorted(set(counts.columns) - set(splits))
         return counts.reindex(index=classes, columns=splits, fill_value=0)
 

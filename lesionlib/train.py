@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
-from lesionlib.datasets import LesionDataset
+from lesionlib.datasets import SPLITS, LesionDataset
 from lesionlib.models import build_model
 from lesionlib.settings import smoke_mode
 from lesionlib.transforms import eval_transform, train_transform
@@ -41,7 +41,6 @@ from lesionlib.transforms import eval_transform, train_transform
 CHECKPOINT_KIND = "checkpoint"
 MODEL_KIND = "model"
 _FORMAT_VERSION = 1
-_SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 
 
 class TrainingError(RuntimeError):
@@ -156,7 +155,8 @@ def make_loaders(
     if num_workers is None:
         num_workers = 0 if smoke_mode() else min(os.cpu_count() or 1, 8)
     pin_memory = get_device(device).type == "cuda"
-    splits = sorted(table["split"].dropna().unique(), key=lambda s: (_SPLIT_ORDER.get(s, 3), s))
+    order = {split: i for i, split in enumerate(SPLITS)}
+    splits = sorted(table["split"].dropna().unique(), key=lambda s: (order.get(s, len(order)), s))
     if not splits:
         raise ValueError("the table's 'split' column is empty: run datasets.split_table(table)")
     loaders = {}
