@@ -49,14 +49,8 @@ def uint8_eval_transform(image_size: int) -> v2.Compose:
     """eval_transform without the float conversion and normalisation: uint8 batches, 4x smaller,
     for a training loop that normalises on the GPU (an option measured here, not what lesionlib
     does)."""
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize(image_size, antialias=True),
-            v2.CenterCrop(image_size),
-            v2.ToPureTensor(),
-        ]
-    )
+    steps = eval_transform(image_size).transforms
+    return v2.Compose([t for t in steps if not isinstance(t, (v2.ToDtype, v2.Normalize))])
 
 
 def loader_img_s(

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from lesionlib.cache import prepare_cache
 from lesionlib.datasets import LesionDataset, classes_of
 from lesionlib.models import build_model
-from lesionlib.train import _amp_dtype, fit, get_device, seed_everything
+from lesionlib.train import fit, get_device, seed_everything
 from lesionlib.transforms import train_transform
 
 
@@ -95,7 +95,6 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cache_size = args.cache_size or round(args.image_size * 8 / 7)
     device = get_device(None if args.device == "auto" else args.device)
-    amp_dtype = _amp_dtype(device, True)
 
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
@@ -125,8 +124,6 @@ def main() -> None:
             "threads": torch.get_num_threads(),
             "cache_size": cache_size,
             "prepare_s": round(prepare_s, 2),
-            "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else "off",
-            "channels_last": True,
             "compile": args.compile,
             "images": len(table),
             "data": describe(args.data),
