@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from torchvision.transforms import v2
 
 from lesionlib.cache import prepare_cache
-from lesionlib.datasets import JPEG_DECODER, LesionDataset
+from lesionlib.datasets import LesionDataset, jpeg_decoder
 from lesionlib.transforms import eval_transform
 
 
@@ -121,7 +121,7 @@ def main() -> None:
             "ratio": round(cached / raw, 2),
             "ratio_vs_raw_lesionlib": round(cached / raw_lesionlib, 2),
             "cached_uint8_img_s": round(cached_uint8, 2),
-            "jpeg_decoder": JPEG_DECODER,
+            "jpeg_decoder": jpeg_decoder()[0],
             "prepare_s": round(prepare_s, 2),
             "images": len(table),
             "size": args.size,

@@ -7,7 +7,9 @@ source has official splits). See docs/architecture.md ("The table", "Readers").
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import io
 import os
 import warnings
@@ -62,16 +64,6 @@ _ISIC2016_LABELS = {
     "0.0": "benign",
     "1.0": "malignant",
 }
-try:  # TorchCodec: the JPEG decoder that replaces torchvision.io's (deprecated in 0.29)
-    from torchcodec import __version__ as _torchcodec_version
-    from torchcodec.decoders import decode_jpeg as _decode_jpeg
-
-    JPEG_DECODER = f"torchcodec {_torchcodec_version}"
-except (ImportError, OSError, RuntimeError) as _err:  # not installed, or built for another torch
-    _decode_jpeg = None
-    _why = (str(_err).strip().splitlines() or [""])[0][:160]  # its load errors run to pages
-    JPEG_DECODER = f"Pillow (torchcodec unavailable: {type(_err).__name__}: {_why})"
-"""Which library :func:`read_image` decodes JPEGs with; ``print_environment`` prints it."""
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 _HELP = "see data/README.md for where to get the data and how to lay out its files"
@@ -691,16 +683,68 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _torchcodec_decoder() -> Callable[[bytes], torch.Tensor]:
+    from torchcodec.decoders import decode_jpeg  # image decoding came in TorchCodec 0.16
+
+    return lambda data: decode_jpeg(data, mode="RGB")
+
+
+def _torchvision_decoder() -> Callable[[bytes], torch.Tensor]:
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    def decode(data: bytes) -> torch.Tensor:
+        with warnings.catch_warnings():  # deprecated from torchvision 0.29 in favour of TorchCodec
+            warnings.simplefilter("ignore")
+            encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            return decode_jpeg(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+
+    return decode
+
+
+JPEG_DECODERS: dict[str, Callable[[], Callable[[bytes], torch.Tensor]]] = {
+    "torchcodec": _torchcodec_decoder,
+    "torchvision.io": _torchvision_decoder,
+}
+"""JPEG decoders in the order :func:`jpeg_decoder` tries them; Pillow is the last resort."""
+
+
+@functools.cache
+def jpeg_decoder() -> tuple[str, Callable[[bytes], torch.Tensor] | None]:
+    """``(description, decode)`` of the first JPEG decoder that loads and decodes a test image.
+
+    TorchCodec when its image decoder loads (a build made for another torch or CUDA may import
+    and still fail to decode), then ``torchvision.io.decode_jpeg`` (shipped with every
+    torchvision, built for its torch), else ``("Pillow (why)", None)``: :func:`read_image` then
+    decodes with Pillow. Decided once per process; ``print_environment`` prints the description.
+    """
+    probe = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(probe, "JPEG")
+    failures = []
+    for name, make in JPEG_DECODERS.items():
+        try:
+            decode = make()
+            if decode(probe.getvalue()).shape != (3, 8, 8):
+                raise RuntimeError("decoded the test image to the wrong shape")
+        except Exception as err:  # not installed, built for another torch/CUDA, no image decoder
+            why = (str(err).strip().splitlines() or [""])[0][:120]  # load errors run to pages
+            failures.append(f"{name}: {type(err).__name__}: {why}")
+            continue
+        module = name.split(".")[0]
+        return f"{name} {importlib.metadata.version(module)}", decode
+    return f"Pillow {Image.__version__} ({'; '.join(failures)})", None
+
+
 def read_image(path: str | Path) -> torch.Tensor:
     """The image at ``path`` as a uint8 3×H×W RGB tensor, EXIF orientation applied.
 
-    JPEGs are decoded by TorchCodec straight into a C×H×W tensor (channels-last in memory, the
-    layout torchvision resizes fastest): the same pixels as Pillow, and a loader on full-size
-    originals about 2× as fast (docs/benchmarks.md). Pillow reads the header first, so its
-    decompression-bomb limit holds. Other formats, JPEGs TorchCodec rejects and machines without
-    TorchCodec go through :func:`load_image`, which raises :class:`DatasetError` naming the file.
+    JPEGs are decoded straight into a tensor by :func:`jpeg_decoder` (TorchCodec or
+    torchvision.io): the same pixels as Pillow, about twice as fast on full-size originals. Pillow
+    reads the header first, so its decompression-bomb limit holds. Other formats, JPEGs the
+    decoder rejects and machines with neither decoder go through :func:`load_image`, which raises
+    :class:`DatasetError` naming the file.
     """
-    if _decode_jpeg is not None:
+    decode = jpeg_decoder()[1]
+    if decode is not None:
         try:
             data = Path(path).read_bytes()
         except OSError:
@@ -708,7 +752,7 @@ def read_image(path: str | Path) -> torch.Tensor:
         if data.startswith(_JPEG_MAGIC):
             try:
                 Image.open(io.BytesIO(data)).close()  # the header only: Pillow's bomb check
-                return _decode_jpeg(data, mode="RGB")
+                return decode(data)
             except Exception:  # too large, truncated, 12-bit, ...: load_image decodes it or
                 pass  # raises the DatasetError that names the file and the fix
     return pil_to_tensor(load_image(path))

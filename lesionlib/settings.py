@@ -40,7 +40,7 @@ def print_environment() -> None:
     import torchvision
 
     import lesionlib
-    from lesionlib.datasets import JPEG_DECODER
+    from lesionlib.datasets import jpeg_decoder
 
     if torch.cuda.is_available():
         device = f"cuda ({torch.cuda.get_device_name(0)})"
@@ -54,7 +54,7 @@ def print_environment() -> None:
         f"python {platform.python_version()} | torch {torch.__version__} | "
         f"torchvision {torchvision.__version__} | lesionlib {lesionlib.__version__}",
         f"device: {device}",
-        f"JPEG decoder: {JPEG_DECODER}",
+        f"JPEG decoder: {jpeg_decoder()[0]}",
         f"smoke mode: {'ON (tiny synthetic run)' if smoke_mode() else 'off'}",
     ]
     print("\n".join(lines))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -419,39 +420,90 @@ def test_read_image_gives_load_image_pixels_as_a_chw_tensor(tmp_path: Path) -> N
     assert read_image(paths[3]).shape == (3, 20, 12)  # EXIF orientation applied
 
 
+@pytest.fixture
+def fresh_decoder():
+    """Let a test choose the JPEG decoder anew, and forget its choice afterwards."""
+    chooser = datasets.jpeg_decoder  # the cached function itself, even if a test replaces it
+    chooser.cache_clear()
+    yield
+    chooser.cache_clear()
+
+
 def test_read_image_decodes_jpegs_with_torchcodec_else_pillow(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_decoder: None
 ) -> None:
-    assert datasets.JPEG_DECODER.startswith("torchcodec 0.")  # requirements.txt installs it
+    assert datasets.jpeg_decoder()[0].startswith("torchcodec 0.")  # requirements.txt installs it
     pixels = np.random.default_rng(1).integers(0, 255, (10, 14, 3), dtype=np.uint8)
     jpeg = _save(tmp_path / "a.jpg", Image.fromarray(pixels))
     png = _save(tmp_path / "a.png", Image.fromarray(pixels))
+    name, real_decoder = datasets.jpeg_decoder()
     calls: list[int] = []
-    real_decoder = datasets._decode_jpeg
 
-    def counting_decoder(data: bytes, mode: str) -> torch.Tensor:
+    def counting_decoder(data: bytes) -> torch.Tensor:
         calls.append(len(data))
-        return real_decoder(data, mode=mode)
+        return real_decoder(data)
 
-    monkeypatch.setattr(datasets, "_decode_jpeg", counting_decoder)
+    monkeypatch.setattr(datasets, "jpeg_decoder", lambda: (name, counting_decoder))
     fast = read_image(jpeg)
     read_image(png)
     assert calls == [jpeg.stat().st_size]  # the JPEG only; the PNG went through Pillow
-    monkeypatch.setattr(datasets, "_decode_jpeg", None)  # as without torchcodec
+    monkeypatch.setattr(datasets, "jpeg_decoder", lambda: ("Pillow", None))
     assert torch.equal(read_image(jpeg), fast)
 
 
-def test_without_torchcodec_lesionlib_says_so_and_decodes_with_pillow(tmp_path: Path) -> None:
+def _broken_decoder() -> Callable[[bytes], torch.Tensor]:
+    def decode(data: bytes) -> torch.Tensor:
+        raise RuntimeError("Could not load libtorchcodec_image.so: libcudart.so.13: not found")
+
+    return decode
+
+
+@pytest.mark.parametrize("decoder", ["torchcodec", "torchvision.io"])
+def test_every_jpeg_decoder_gives_pillows_pixels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_decoder: None, decoder: str
+) -> None:
+    monkeypatch.setattr(datasets, "JPEG_DECODERS", {decoder: datasets.JPEG_DECODERS[decoder]})
+    assert datasets.jpeg_decoder()[0].startswith(decoder + " ")
+    pixels = np.random.default_rng(2).integers(0, 255, (12, 20, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise
+    paths = [
+        _save(tmp_path / "rgb.jpg", Image.fromarray(pixels), quality=90),
+        _save(tmp_path / "grey.jpg", Image.fromarray(pixels).convert("L")),
+        _save(tmp_path / "cmyk.jpg", Image.fromarray(pixels).convert("CMYK")),
+        _save(tmp_path / "rotated.jpg", Image.fromarray(pixels), exif=exif),
+    ]
+    for path in paths:
+        expected = torch.from_numpy(np.array(load_image(path))).permute(2, 0, 1)
+        assert torch.equal(read_image(path), expected), (decoder, path.name)
+
+
+def test_a_decoder_that_imports_but_cannot_decode_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_decoder: None
+) -> None:
+    """As on Colab, where a CUDA 13 torchcodec imports but its image library won't load."""
+    chain = {**datasets.JPEG_DECODERS, "torchcodec": _broken_decoder}  # same order
+    monkeypatch.setattr(datasets, "JPEG_DECODERS", chain)
+    assert datasets.jpeg_decoder()[0].startswith("torchvision.io 0.")
+    monkeypatch.setattr(datasets, "JPEG_DECODERS", {"torchcodec": _broken_decoder})
+    datasets.jpeg_decoder.cache_clear()
+    name, decode = datasets.jpeg_decoder()
+    assert decode is None and name.startswith("Pillow ") and "libcudart.so.13" in name
+    path = _save(tmp_path / "a.jpg", Image.new("RGB", (6, 4), (200, 10, 10)))
+    assert read_image(path).shape == (3, 4, 6)
+
+
+def test_without_torchcodec_lesionlib_says_so_and_decodes_with_torchvision(tmp_path: Path) -> None:
     path = _save(tmp_path / "a.jpg", Image.new("RGB", (6, 4), (200, 10, 10)))
     script = (
         "import sys; sys.modules['torchcodec'] = None  # as if it were not installed\n"
-        "from lesionlib.datasets import JPEG_DECODER, read_image\n"
-        f"print(JPEG_DECODER); print(tuple(read_image({str(path)!r}).shape))\n"
+        "from lesionlib.datasets import jpeg_decoder, read_image\n"
+        "from lesionlib.settings import print_environment\n"
+        f"print_environment(); print(tuple(read_image({str(path)!r}).shape))\n"
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    decoder, shape = run.stdout.strip().splitlines()
-    assert decoder.startswith("Pillow (torchcodec unavailable: ModuleNotFoundError")
-    assert shape == "(3, 4, 6)"
+    assert "JPEG decoder: torchvision.io 0." in run.stdout
+    assert run.stdout.strip().splitlines()[-1] == "(3, 4, 6)"
 
 
 def _half_a_jpeg() -> bytes:
