@@ -758,6 +758,27 @@ def read_image(path: str | Path) -> torch.Tensor:
     return pil_to_tensor(load_image(path))
 
 
+def save_uploads(value: Any, folder: str | Path) -> list[Path]:
+    """Write the files of an upload into ``folder`` and return their paths, to read like any image.
+
+    ``value`` is what the upload gave: ``FileUpload.value`` of ipywidgets 8 (a tuple of dicts
+    with ``name`` and ``content``) or of ipywidgets 7, as on Colab (a dict name -> dict with
+    ``content``), or the dict name -> bytes of Colab's ``google.colab.files.upload()``.
+    """
+    if isinstance(value, dict):
+        files = [(name, f["content"] if isinstance(f, dict) else f) for name, f in value.items()]
+    else:
+        files = [(f["name"], f["content"]) for f in value]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, content in files:
+        path = folder / Path(name).name  # the file name only: never a folder the browser names
+        path.write_bytes(bytes(content))
+        paths.append(path)
+    return paths
+
+
 class LesionDataset(Dataset):
     """A map-style torch Dataset over a table: ``dataset[i] -> (image, target)``.
 

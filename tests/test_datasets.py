@@ -27,6 +27,7 @@ from lesionlib.datasets import (
     read_imagefolder,
     read_isic2016,
     read_isic2019,
+    save_uploads,
     split_table,
 )
 from lesionlib.labels import ISIC2019_CLASSES
@@ -558,3 +559,29 @@ def test_load_image_draft_decodes_a_large_jpeg_at_a_reduced_scale(tmp_path):
     assert small.mode == "RGB"
     assert small.size == (256, 192)  # 1/4 scale: 1/8 would make the short side 96 < 100
     assert load_image(path).size == (1024, 768)
+
+
+def _jpeg_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (6, 4), (10, 200, 10)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("source", ["ipywidgets 8", "ipywidgets 7", "google.colab.files"])
+def test_save_uploads_reads_every_upload_format(tmp_path: Path, source: str) -> None:
+    content = _jpeg_bytes()
+    value = {
+        "ipywidgets 8": (
+            {"name": "mole.jpg", "type": "image/jpeg", "content": memoryview(content)},
+        ),
+        "ipywidgets 7": {"mole.jpg": {"metadata": {"name": "mole.jpg"}, "content": content}},
+        "google.colab.files": {"mole.jpg": content},
+    }[source]
+    (path,) = save_uploads(value, tmp_path / "uploads")
+    assert path == tmp_path / "uploads" / "mole.jpg" and path.read_bytes() == content
+    assert load_image(path).size == (6, 4)
+
+
+def test_save_uploads_keeps_files_inside_its_folder(tmp_path: Path) -> None:
+    (path,) = save_uploads({"../../escape.jpg": _jpeg_bytes()}, tmp_path / "uploads")
+    assert path.parent == tmp_path / "uploads" and not (tmp_path / "escape.jpg").exists()
