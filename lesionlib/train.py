@@ -251,7 +251,8 @@ def fit(
       train dataset's targets (``.targets``, or a TensorDataset's second tensor) over
       ``len(classes)`` (else the dataset's ``.classes``, else the highest target + 1) classes;
       or pass the weights as a tensor.
-    - On CUDA with ``amp``: bfloat16 autocast where supported, else float16 with a GradScaler.
+    - On CUDA with ``amp``: bfloat16 autocast on GPUs with bfloat16 hardware (compute capability
+      >= 8.0), else float16 with a GradScaler (the T4).
       ``channels_last`` defaults to True on CUDA only.
     - ``compile``: ``True`` compiles the model in place (``model.compile()``, TorchInductor)
       before the first step; a string or callable is passed on as ``torch.compile``'s
@@ -497,10 +498,14 @@ def load_model(
 
 
 def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """Autocast dtype: bfloat16 (or float16 without bf16 support) on CUDA, None elsewhere."""
+    """Autocast dtype on CUDA, None elsewhere: bfloat16 where the GPU computes it in hardware
+    (compute capability >= 8.0: A100, L4, H100), else float16 with a GradScaler (T4, V100).
+
+    ``torch.cuda.is_bf16_supported()`` alone answers True on a T4, through slow emulation.
+    """
     if not amp or device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
 
 
 def _make_optimizer(

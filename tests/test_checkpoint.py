@@ -74,7 +74,8 @@ def _fit(model, loaders, path, **kw):
 
 
 def _same_tensors(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    """Same keys and values, compared on the CPU (a model may be on CUDA, a checkpoint is not)."""
+    return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, capsys):

@@ -13,6 +13,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from lesionlib import train
 from lesionlib.datasets import load_image, load_table, split_table
 from lesionlib.models import build_model
 from lesionlib.train import (
@@ -92,7 +93,9 @@ def test_best_epoch_weights_are_loaded_at_the_end():
     flipped = TensorDataset(train.tensors[0], 1 - train.tensors[1])
     loaders = {**_loaders(train), "val": DataLoader(flipped, batch_size=16)}
     model = _mlp(2)
-    result = fit(model, loaders, 4, lr=1e-2, scheduler=None, progress=False)
+    # on the CPU: the loss recomputed below in float32 matches the history to 4 digits only
+    # without CUDA's autocast
+    result = fit(model, loaders, 4, lr=1e-2, scheduler=None, device="cpu", progress=False)
     history = result.history
     assert result.best_epoch < 4
     ranked = max(history, key=lambda r: (r["val_balanced_accuracy"], -r["val_loss"]))
@@ -219,7 +222,9 @@ def test_compile_captures_graphs_trains_like_eager_and_keeps_plain_weight_names(
         train_loader = DataLoader(_data(), batch_size=8, shuffle=True, generator=generator)
         loaders = {"train": train_loader, "val": DataLoader(_data(seed=1), batch_size=16)}
         path = tmp_path / f"{'compiled' if compile else 'plain'}.pt"
-        result = fit(model, loaders, 2, compile=compile, progress=False, checkpoint_path=path)
+        result = fit(  # on the CPU: the recording backend and the exact losses are CPU float32
+            model, loaders, 2, compile=compile, device="cpu", progress=False, checkpoint_path=path
+        )
         return model, result
 
     plain_model, plain = train(False)
@@ -338,3 +343,22 @@ def test_simplecnn_beats_chance_on_the_synthetic_sample(sample_table):
     assert result.best_metric > 0.6  # chance balanced accuracy is 1/3
     probs, targets = predict(model, loaders["test"])
     assert probs.shape == (len(loaders["test"].dataset), 3)
+
+
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [
+        ((7, 5), torch.float16),
+        ((7, 0), torch.float16),
+        ((8, 0), torch.bfloat16),
+        ((9, 0), torch.bfloat16),
+    ],
+    ids=["T4", "V100", "A100", "H100"],
+)
+def test_bfloat16_only_where_the_gpu_has_it(monkeypatch, capability, expected):
+    # a T4 answers True to is_bf16_supported() (emulation): the capability decides, not that call
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert train._amp_dtype(torch.device("cuda"), amp=True) == expected
+    assert train._amp_dtype(torch.device("cuda"), amp=False) is None
+    assert train._amp_dtype(torch.device("cpu"), amp=True) is None
