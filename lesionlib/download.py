@@ -3,13 +3,17 @@
 ``download("isic2019", "data")`` fetches the ISIC challenge files into ``data/isic2019/`` in the
 layout :mod:`lesionlib.datasets` reads. Every file is checked against its known size and SHA-256;
 where no hash is published, the hash of the first download is recorded in a ``<file>.sha256``
-sidecar and every later run re-verifies the file against it. Archives are extracted with
-:func:`safe_extract`, which refuses unsafe members and never leaves a half-extracted folder that
-looks complete. Only the standard library (``urllib``) and tqdm are used.
+sidecar and every later run re-verifies the file against it. The sidecar also records the file's
+size and modification time when it was verified: a later run trusts a file that still has both
+without reading it again (a 9 GB zip on Google Drive), and re-hashes it after any change. Free
+space is checked before anything is written. Archives are extracted with :func:`safe_extract`,
+which refuses unsafe members and never leaves a half-extracted folder that looks complete. Only
+the standard library (``urllib``) and tqdm are used.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
@@ -168,6 +172,78 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+def _stamp(path: Path) -> tuple[int, int]:
+    """``(size, st_mtime_ns)``: what changes when a file is written to."""
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _read_sidecar(path: Path) -> tuple[str | None, tuple[int, int] | None]:
+    """The hash in ``path``'s sidecar and the ``(size, mtime)`` recorded with it (None if absent).
+
+    A sidecar of an older lesionlib holds only the hash: the file is then re-hashed once.
+    """
+    sidecar = _sidecar(path)
+    text = sidecar.read_text() if sidecar.is_file() else ""
+    words = text.split()
+    stamp = re.search(r"^# verified: size=(\d+) mtime_ns=(\d+)$", text, re.MULTILINE)
+    return (
+        words[0].lower() if words else None,
+        (int(stamp[1]), int(stamp[2])) if stamp else None,
+    )
+
+
+def _write_sidecar(path: Path, digest: str) -> None:
+    """Record ``path``'s verified hash with its size and mtime now.
+
+    The first line is ``sha256sum -c``'s format; the second is a comment, which it skips.
+    """
+    size, mtime_ns = _stamp(path)
+    sidecar = _sidecar(path)
+    tmp = sidecar.with_name(sidecar.name + ".tmp")
+    tmp.write_text(f"{digest}  {path.name}\n# verified: size={size} mtime_ns={mtime_ns}\n")
+    os.replace(tmp, sidecar)
+
+
+def _on_drive(path: Path) -> bool:
+    return path.resolve().is_relative_to(COLAB_DRIVE_ROOT.resolve())
+
+
+def _check_space(folder: Path, needed: int, what: str) -> None:
+    """Raise :class:`DownloadError`, with the fix, when ``folder``'s disk has under ``needed``.
+
+    ``folder`` need not exist yet: the disk of its nearest existing parent is asked.
+    """
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        detail = f"it needs {_bytes(needed)} in {folder}, and that disk has {_bytes(free)} free"
+        raise _no_space(folder, what, detail)
+
+
+def _no_space(folder: Path, what: str, detail: str) -> DownloadError:
+    """The message for a full disk: which folder, the amounts (``detail``) and what to do."""
+    if _on_drive(folder):
+        fix = (
+            "Free space in your Google Drive (https://drive.google.com/drive/quota; the free tier "
+            "holds 15 GB), or pass keep_on_drive=False (download: no drive_dir / --drive-dir) to "
+            "keep the archive on the runtime's own disk instead."
+        )
+    else:
+        fix = (
+            "Delete files there, or pick a folder on a bigger disk (download(..., to=...) / --to)."
+        )
+    return DownloadError(f"Not enough disk space to {what}: {detail}. {fix}")
+
+
+def _bytes(n: int) -> str:
+    return tqdm.format_sizeof(n, "B", 1024)
+
+
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+"""``OSError.errno`` values of a full disk (or a used-up quota, as on a network drive)."""
+
+
 def _sha256(path: Path, progress: bool) -> str:
     """SHA-256 of a file, read in 1 MiB blocks, with a progress bar for big files."""
     digest = hashlib.sha256()
@@ -197,7 +273,12 @@ def _manual_command(url: str, dest: Path) -> str:
 
 
 def _verify_existing(dest: Path, sha256: str | None, size: int | None, progress: bool) -> None:
-    """Check a file already at ``dest``; record its hash when nothing is known about it."""
+    """Check a file already at ``dest`` against ``sha256``, else against its sidecar.
+
+    A file verified before and unchanged since (the sidecar holds the expected hash and the
+    file's current size and mtime) is not read again. Otherwise it is hashed, and the sidecar
+    (re)written once the hash matches or when no hash is known yet.
+    """
     actual_size = dest.stat().st_size
     if size is not None and actual_size != size:
         raise DownloadError(
@@ -205,11 +286,14 @@ def _verify_existing(dest: Path, sha256: str | None, size: int | None, progress:
             "different version. Delete it and run again to download it afresh."
         )
     sidecar = _sidecar(dest)
-    expected = sha256 or (sidecar.read_text().split()[0] if sidecar.is_file() else None)
+    recorded, stamp = _read_sidecar(dest)
+    expected = sha256.lower() if sha256 else recorded
+    if expected is not None and recorded == expected and stamp == _stamp(dest):
+        return  # verified before, unchanged since
     actual = _sha256(dest, progress)
-    if expected is None:
-        sidecar.write_text(f"{actual}  {dest.name}\n")
-    elif actual != expected.lower():
+    if expected is None or actual == expected:
+        _write_sidecar(dest, actual)
+    else:
         source = "the known hash" if sha256 else f"the hash recorded at download ({sidecar})"
         raise DownloadError(
             f"{dest} does not match {source}:\n  expected sha256 {expected}\n"
@@ -231,10 +315,22 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
 
 
 def _fetch(
-    url: str, part: Path, *, timeout: float, progress: bool, chunk_size: int, desc: str
+    url: str,
+    part: Path,
+    *,
+    size: int | None,
+    timeout: float,
+    progress: bool,
+    chunk_size: int,
+    desc: str,
 ) -> None:
-    """One attempt: append to ``part`` from its current size (Range), or restart from zero."""
-    offset = part.stat().st_size if part.exists() else 0
+    """One attempt: append to ``part`` from its current size (Range), or restart from zero.
+
+    Before the first byte is written, the disk must have room for what is still to come (from
+    ``Content-Length``, else ``size``); a full disk raises :class:`DownloadError`, and ``part``
+    is kept for the next run to resume.
+    """
+    offset = kept = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": f"lesionlib/{__version__}"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -269,30 +365,46 @@ def _fetch(
             mode = "ab"
         else:  # 200: the server ignored Range (or none was sent): start from zero
             offset, mode = 0, "wb"
-        total = offset + int(length) if length is not None else None
+        total = offset + int(length) if length is not None else size
+        if total is not None:
+            _check_space(part.parent, total - kept, f"download {desc}")
         received = offset
-        with (
-            part.open(mode) as f,
-            tqdm(
-                total=total,
-                initial=offset,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=desc,
-                disable=not progress,
-            ) as bar,
-        ):
-            while True:
-                try:
-                    chunk = response.read(chunk_size)
-                except (http.client.HTTPException, OSError) as exc:
-                    raise _TransientError(f"connection lost after {received} bytes: {exc}") from exc
-                if not chunk:
-                    break
-                f.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
+        try:
+            with (
+                part.open(mode) as f,
+                tqdm(
+                    total=total,
+                    initial=offset,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=desc,
+                    disable=not progress,
+                ) as bar,
+            ):
+                while True:
+                    try:
+                        chunk = response.read(chunk_size)
+                    except (http.client.HTTPException, OSError) as exc:
+                        raise _TransientError(
+                            f"connection lost after {received} bytes: {exc}"
+                        ) from exc
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+        except OSError as exc:
+            if exc.errno not in _DISK_FULL:
+                raise
+            written = part.stat().st_size if part.exists() else 0
+            raise _no_space(
+                part.parent,
+                f"download {desc}",
+                f"{part.parent} became full after {_bytes(written)} were written "
+                f"({exc.strerror}). The partial file {part} was kept: once there is room, run "
+                "again to resume it",
+            ) from exc
     if total is not None and received < total:
         raise _TransientError(f"connection closed after {received} of {total} bytes")
 
@@ -315,10 +427,13 @@ def download_file(
     (a server that ignores Range makes it restart from zero). Connection errors, 5xx answers and
     incomplete transfers are retried ``retries`` times with exponential back-off
     (``backoff * 2**attempt`` seconds). The result is checked against ``size`` and ``sha256``
-    before being moved to ``dest``; when ``sha256`` is None, the hash is recorded in
-    ``dest.sha256`` and later calls verify against it. A file already at ``dest`` is verified and
-    not downloaded again. A 4xx answer or a checksum mismatch raises :class:`DownloadError` (a
-    corrupt download is deleted, never left at ``dest``).
+    before being moved to ``dest``; the hash is recorded in ``dest.sha256`` with the file's size
+    and mtime, and later calls verify against it (``sha256`` when given). A file already at
+    ``dest`` is not downloaded again; it is re-hashed only when its size or mtime changed since it
+    was verified. Free space is checked before writing (from ``size`` or the server's
+    ``Content-Length``). A 4xx answer, a checksum mismatch or a full disk raises
+    :class:`DownloadError` (a corrupt download is deleted, never left at ``dest``; a partial one
+    cut by a full disk is kept to be resumed).
     """
     dest = Path(dest).expanduser()
     if dest.exists():
@@ -333,7 +448,13 @@ def download_file(
             break  # complete from an earlier run: only verification is left
         try:
             _fetch(
-                url, part, timeout=timeout, progress=progress, chunk_size=chunk_size, desc=dest.name
+                url,
+                part,
+                size=size,
+                timeout=timeout,
+                progress=progress,
+                chunk_size=chunk_size,
+                desc=dest.name,
             )
             break
         except _TransientError as exc:
@@ -366,8 +487,7 @@ def download_file(
             "one lesionlib knows."
         )
     os.replace(part, dest)
-    if sha256 is None:
-        _sidecar(dest).write_text(f"{actual}  {dest.name}\n")
+    _write_sidecar(dest, actual)
     return dest
 
 
@@ -427,16 +547,8 @@ def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
                     "Nothing was extracted; this is not a genuine dataset archive: delete it "
                     "and download it again from the official source."
                 )
-        needed = sum(info.file_size for info in infos)
-        existing = next(p for p in (target, *target.parents) if p.exists())
-        free = shutil.disk_usage(existing).free
-        if needed > free:
-            raise DownloadError(
-                f"Not enough disk space to extract {archive}: it needs "
-                f"{tqdm.format_sizeof(needed, 'B', 1024)} and {existing} has "
-                f"{tqdm.format_sizeof(free, 'B', 1024)} free. Free some space, or download to "
-                "a bigger disk (download(..., to=...))."
-            )
+        what = f"extract {archive}"
+        _check_space(target, sum(info.file_size for info in infos), what)
         target.mkdir(parents=True, exist_ok=True)
         staging = target / f".extracting-{archive.name}"
         if staging.exists():
@@ -447,6 +559,11 @@ def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
             shutil.rmtree(staging)
             raise _bad_zip(archive) from exc
+        except OSError as exc:
+            if exc.errno not in _DISK_FULL:
+                raise
+            shutil.rmtree(staging)
+            raise _no_space(target, what, f"{target} became full ({exc.strerror})") from exc
     for child in list(staging.iterdir()):
         _move_merge(child, target / child.name)
     staging.rmdir()
@@ -513,10 +630,17 @@ def colab_download(
     """The notebooks' data step on Colab: download the dataset when ``data_dir`` is not there.
 
     On Colab, when ``data_dir`` does not exist and ``layout`` names a dataset of
-    :data:`DATASETS`, returns :func:`download` ``(layout, to)``'s folder, the archives kept on
-    Google Drive when ``keep_on_drive`` (:func:`colab_drive_dir` ``(mount=True)``). Anywhere
-    else, or when the folder exists, returns ``data_dir`` unchanged: a missing folder then gets
-    the reader's error, which says where to get the data.
+    :data:`DATASETS`, returns :func:`download` ``(layout, to)``'s folder. Anywhere else, or when
+    the folder exists, returns ``data_dir`` unchanged: a missing folder then gets the reader's
+    error, which says where to get the data.
+
+    Where things go: with ``keep_on_drive`` (and Drive mounted, :func:`colab_drive_dir`
+    ``(mount=True)``) the archives, CSVs and their ``.sha256`` records stay on Google Drive in
+    ``MyDrive/lesion-course/<layout>/``, downloaded once for all notebooks and runtimes. The
+    images are extracted to ``to/<layout>`` (relative to the working folder, ``/content`` on
+    Colab): the runtime's own fast disk, never Drive. A fresh runtime thus reads each archive
+    from Drive once, to extract it; its hash is not recomputed while the file's size and mtime
+    are those recorded when it was verified. Without Drive everything stays under ``to``.
     """
     if not _on_colab() or Path(data_dir).exists() or layout not in DATASETS:
         return str(data_dir)

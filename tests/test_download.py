@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import io
+import os
 import re
 import shutil
 import stat
+import subprocess
 import sys
 import threading
 import types
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -210,9 +214,268 @@ def test_existing_file_is_verified_not_fetched_again(server: FileServer, tmp_pat
     _get(server, dest, sha256=_sha(PAYLOAD), size=len(PAYLOAD))
     assert server.hits("data.bin") == 1
     dest.write_bytes(PAYLOAD[:-1] + b"!")  # damaged later (same size)
+    _touch(dest)
     with pytest.raises(DownloadError, match="does not match the hash recorded"):
         _get(server, dest)
     assert server.hits("data.bin") == 1
+
+
+def _touch(path: Path, seconds: int = 1) -> None:
+    """Move ``path``'s mtime on, as a later write does (not left to the clock's resolution)."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + seconds * 10**9))
+
+
+def _count_hashes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Count the files download.py reads to hash them (``x.part`` counts as ``x``)."""
+    hashed: Counter[str] = Counter()
+    real = dl._sha256
+
+    def counting(path: Path, progress: bool) -> str:
+        hashed[path.name.removesuffix(".part")] += 1
+        return real(path, progress)
+
+    monkeypatch.setattr(dl, "_sha256", counting)
+    return hashed
+
+
+def test_verified_unchanged_file_is_not_hashed_again(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hashed = _count_hashes(monkeypatch)
+    dest = tmp_path / "data.bin"
+    _get(server, dest, sha256=_sha(PAYLOAD))
+    st = dest.stat()
+    assert (tmp_path / "data.bin.sha256").read_text().splitlines() == [
+        f"{_sha(PAYLOAD)}  data.bin",
+        f"# verified: size={len(PAYLOAD)} mtime_ns={st.st_mtime_ns}",
+    ]
+    _get(server, dest, sha256=_sha(PAYLOAD))
+    _get(server, dest)  # the same file, verified against its record
+    assert hashed == Counter({"data.bin": 1})
+    with pytest.raises(DownloadError, match="does not match the known hash"):
+        _get(server, dest, sha256="0" * 64)  # another expected hash: read again, refused
+    assert hashed == Counter({"data.bin": 2})
+    assert server.hits("data.bin") == 1
+
+
+def test_old_sidecar_with_only_the_hash_is_accepted_and_upgraded(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dest = tmp_path / "data.bin"
+    _get(server, dest)
+    sidecar = tmp_path / "data.bin.sha256"
+    sidecar.write_text(f"{_sha(PAYLOAD)}  data.bin\n")  # as lesionlib 0.1 wrote it
+    hashed = _count_hashes(monkeypatch)
+    _get(server, dest)
+    assert hashed == Counter({"data.bin": 1})
+    size, mtime_ns = len(PAYLOAD), dest.stat().st_mtime_ns
+    assert sidecar.read_text().splitlines()[1] == f"# verified: size={size} mtime_ns={mtime_ns}"
+    _get(server, dest)
+    assert hashed == Counter({"data.bin": 1})
+    assert server.hits("data.bin") == 1
+
+
+@pytest.mark.skipif(shutil.which("sha256sum") is None, reason="needs GNU sha256sum")
+def test_sidecar_still_checks_with_sha256sum(server: FileServer, tmp_path: Path) -> None:
+    _get(server, tmp_path / "data.bin")
+    check = ["sha256sum", "-c", "--strict", "data.bin.sha256"]
+    done = subprocess.run(check, cwd=tmp_path, capture_output=True, text=True)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "data.bin: OK\n", "")
+
+
+def test_manual_files_are_hashed_once_then_trusted_until_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "data" / "ham10000"
+    store.mkdir(parents=True)
+    for part in (1, 2):
+        (store / f"HAM10000_images_part_{part}.zip").write_bytes(
+            _zip_bytes({f"ISIC_00{part}.jpg": _jpeg((200, 150, 120))})
+        )
+    csv = store / "HAM10000_metadata.csv"
+    csv.write_text("lesion_id,image_id,dx\nHAM_1,ISIC_001,nv\nHAM_2,ISIC_002,mel\n")
+    hashed = _count_hashes(monkeypatch)
+    download("ham10000", tmp_path / "data", progress=False)
+    names = ["HAM10000_images_part_1.zip", "HAM10000_images_part_2.zip", csv.name]
+    assert hashed == Counter(names)
+    download("ham10000", tmp_path / "data", progress=False)
+    assert hashed == Counter(names)  # nothing read again
+    (store / f"{csv.name}.sha256").write_text(f"{_sha(csv.read_bytes())}  {csv.name}\n")
+    download("ham10000", tmp_path / "data", progress=False)  # old sidecar: hashed once more
+    download("ham10000", tmp_path / "data", progress=False)
+    assert hashed == Counter(names) + Counter([csv.name])
+    csv.write_text(csv.read_text().replace("mel", "bcc"))  # same size, new content
+    _touch(csv)
+    with pytest.raises(DownloadError, match="HAM10000_metadata.csv does not match the hash"):
+        download("ham10000", tmp_path / "data", progress=False)
+
+
+def _fake_colab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Colab with Drive mounted at ``tmp_path/drive``; returns the course folder on it."""
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr(dl, "COLAB_DRIVE_ROOT", tmp_path / "drive" / "MyDrive")
+    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)
+    return tmp_path / "drive" / "MyDrive" / "lesion-course"
+
+
+def test_a_fresh_runtime_reuses_the_drive_copy_without_hashing_it(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each notebook runs on a fresh runtime: the second one reads the archives on Drive only to
+    extract them to its own local disk; a touched or changed Drive file is hashed again."""
+    _serve_fake_isic2016(server)
+    _without_pins(monkeypatch, "isic2016")
+    kept = _fake_colab(tmp_path, monkeypatch) / "isic2016"
+    hashed = _count_hashes(monkeypatch)
+
+    def runtime(name: str) -> Path:
+        local = tmp_path / name  # the runtime's own disk
+        out = colab_download(local / "isic2016", "isic2016", to=local, base_url=server.url)
+        return Path(out)
+
+    root = runtime("runtime1")
+    names = sorted(f.name for f in DATASETS["isic2016"])
+    assert hashed == Counter(names)  # each file hashed once, as it was downloaded
+    _assert_isic2016_layout(root)
+    on_drive = sorted(p.name for p in kept.iterdir())
+    assert on_drive == sorted([*names, *(f"{n}.sha256" for n in names)])  # no images on Drive
+
+    hashed.clear()
+    hits = len(server.requests)
+    root = runtime("runtime2")
+    assert root == tmp_path / "runtime2" / "isic2016"
+    _assert_isic2016_layout(root)  # extracted to its own local folder
+    assert hashed == Counter() and len(server.requests) == hits
+
+    archive = kept / "ISBI2016_ISIC_Part3_Training_Data.zip"
+    _touch(archive)
+    _assert_isic2016_layout(runtime("runtime3"))
+    assert hashed == Counter([archive.name])
+    _assert_isic2016_layout(runtime("runtime4"))
+    assert hashed == Counter([archive.name])  # its new record is trusted again
+
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte changed, same size
+    archive.write_bytes(bytes(data))
+    _touch(archive)
+    with pytest.raises(DownloadError, match=r"Training_Data\.zip does not match the hash recorded"):
+        runtime("runtime5")
+    assert hashed == Counter([archive.name] * 2)
+    assert archive.is_file() and not (tmp_path / "runtime5" / "isic2016").exists()
+    assert len(server.requests) == hits
+
+
+def _free_space(monkeypatch: pytest.MonkeyPatch, free: int, under: Path) -> None:
+    """Make the disk of every folder under ``under`` show ``free`` bytes free (others: 1 TB)."""
+    real = shutil.disk_usage
+
+    def disk_usage(path: str | Path) -> tuple[int, int, int]:
+        if Path(path).resolve().is_relative_to(under.resolve()):
+            return shutil._ntuple_diskusage(10**12, 10**12 - free, free)
+        return real(path)
+
+    monkeypatch.setattr(dl.shutil, "disk_usage", disk_usage)
+
+
+@pytest.mark.parametrize("where", ["drive", "local"])
+def test_too_little_free_space_for_a_download_is_refused_first(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    folder = (_fake_colab(tmp_path, monkeypatch) if where == "drive" else tmp_path) / "isic"
+    folder.mkdir(parents=True)
+    part = folder / "data.bin.part"
+    part.write_bytes(PAYLOAD[:2048])  # from an earlier run
+    _free_space(monkeypatch, 4096, folder)
+    with pytest.raises(DownloadError) as info:
+        _get(server, folder / "data.bin", size=len(PAYLOAD))
+    message = str(info.value)
+    assert f"Not enough disk space to download data.bin: it needs 8.00kB in {folder}" in message
+    assert "that disk has 4.00kB free" in message
+    fix = "Free space in your Google Drive" if where == "drive" else "Delete files there"
+    assert fix in message and ("keep_on_drive=False" in message) == (where == "drive")
+    assert part.read_bytes() == PAYLOAD[:2048] and not (folder / "data.bin").exists()
+    assert server.hits("data.bin") == 1  # asked for the size once; not retried
+
+
+def test_too_little_local_space_to_extract_is_refused_and_keeps_the_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_zip_bytes({"x.txt": b"x" * 5000}))
+    target = tmp_path / "runtime" / "isic2016"
+    _free_space(monkeypatch, 1000, tmp_path)
+    with pytest.raises(DownloadError) as info:
+        safe_extract(archive, target)
+    message = str(info.value)
+    assert f"Not enough disk space to extract {archive}: it needs 4.88kB in {target}" in message
+    assert "that disk has 0.98kB free" in message and "Delete files there" in message
+    assert archive.is_file() and not target.exists()
+
+
+def _fills_up(monkeypatch: pytest.MonkeyPatch, room: int) -> None:
+    """Writes to ``*.part`` files fail with ENOSPC once ``room`` bytes were written."""
+    real_open = Path.open
+
+    class FullDisk:
+        def __init__(self, f: io.BufferedWriter) -> None:
+            self.f = f
+
+        def __enter__(self) -> FullDisk:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.f.close()
+
+        def write(self, data: bytes) -> int:
+            left = room - self.f.tell()
+            self.f.write(data[: max(left, 0)])
+            if len(data) > left:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return len(data)
+
+    def open_(path: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
+        f = real_open(path, mode, *args, **kwargs)
+        return FullDisk(f) if path.name.endswith(".part") and "b" in mode and "r" not in mode else f
+
+    monkeypatch.setattr(Path, "open", open_)
+
+
+def test_disk_filling_up_during_the_download_keeps_the_partial_file(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _fake_colab(tmp_path, monkeypatch) / "isic"
+    folder.mkdir(parents=True)
+    dest = folder / "data.bin"
+    with monkeypatch.context() as m:
+        _fills_up(m, room=3000)
+        with pytest.raises(DownloadError) as info:
+            _get(server, dest)
+    message = str(info.value)
+    assert f"Not enough disk space to download data.bin: {folder} became full" in message
+    assert "after 2.93kB were written" in message and "No space left on device" in message
+    assert f"partial file {folder / 'data.bin.part'} was kept" in message
+    assert "Free space in your Google Drive" in message and "keep_on_drive=False" in message
+    assert (folder / "data.bin.part").read_bytes() == PAYLOAD[:3000]
+    assert server.hits("data.bin") == 1  # a full disk is not retried
+    assert _get(server, dest).read_bytes() == PAYLOAD  # with room again: resumed
+    assert server.requests[-1] == ("data.bin", "bytes=3000-")
+
+
+def test_disk_filling_up_during_extraction_leaves_no_half_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_zip_bytes({"top/x.txt": b"x"}))
+    target = tmp_path / "out"
+
+    def full(self: zipfile.ZipFile, path: object = None, *args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", full)
+    with pytest.raises(DownloadError, match=rf"extract .*a\.zip: {re.escape(str(target))} became"):
+        safe_extract(archive, target)
+    assert archive.is_file() and list(target.iterdir()) == []
 
 
 def _zip_bytes(members: dict[str, bytes]) -> bytes:
