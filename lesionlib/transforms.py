@@ -68,13 +68,13 @@ def eval_transform(image_size: int) -> v2.Compose:
 def train_transform(image_size: int, augment: str = "basic") -> v2.Compose:
     """Training pipeline for one of :data:`AUGMENT_PRESETS`.
 
-    ``basic`` keeps seed 001's geometric part (rotation, flipping, scaling) with a mild crop
-    (85-100 % of the area of the :func:`central_square`) and no colour jitter: from scratch at
-    64 px for 10 epochs, that beat crops down to 70 % or 50 % and jitter of 0.1 or 0.2 on the
-    real samples (docs/results.md).
-    ``strong`` is seed 004's "version 3" (adds Gaussian blur, random sharpening, colour jitter
-    and affine warps); seed 004 measured a *drop* in test accuracy with it (0.69 -> 0.59),
-    which is why ``basic`` is the default.
+    ``basic`` keeps the geometric part of seed 001's planned augmentation (rotation, flipping,
+    scaling). It adds a mild crop (85-100 % of the area of the :func:`central_square`) and no
+    colour jitter: from scratch at 64 px for 10 epochs, that beat crops down to 70 % or 50 % and
+    jitter of 0.1 or 0.2 on the real samples (docs/results.md).
+    ``strong`` adds what seed 004's "version 3" added (Gaussian blur, random sharpening, colour
+    jitter) and wider crops with small affine warps; seed 004 measured a *drop* in test accuracy
+    with its version 3 (0.69 -> 0.59), which is why ``basic`` is the default.
     """
     if augment not in AUGMENT_PRESETS:
         raise ValueError(f"unknown augment preset {augment!r}; choose one of {AUGMENT_PRESETS}")
