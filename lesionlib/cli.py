@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,12 @@ def _add_data_args(
         )
 
 
+def _add_split_args(p: argparse.ArgumentParser) -> None:
+    """--val-fraction/--test-fraction: the shares of the data held out (0: no such split)."""
+    p.add_argument("--val-fraction", type=float, default=0.15, help="share held out to validate")
+    p.add_argument("--test-fraction", type=float, default=0.15, help="share held out to test")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     from lesionlib.download import DATASETS
@@ -79,8 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", choices=AUGMENT_PRESETS, default="basic")
     t.add_argument("--class-weights", action="store_true", help="class-weighted cross-entropy")
     t.add_argument("--balanced-sampler", action="store_true", help="oversample rare classes")
-    t.add_argument("--val-fraction", type=float, default=0.15)
-    t.add_argument("--test-fraction", type=float, default=0.15)
+    _add_split_args(t)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--num-workers", type=int, default=None)
     t.add_argument(
@@ -111,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="scan a dataset and report problems before training")
     _add_data_args(v, required=True, skip_bad=False, cache=False)
+    _add_split_args(v)
     v.add_argument("--out", type=Path, default=None, help="write the report as JSON")
     return parser
 
@@ -186,6 +193,7 @@ def _print_report(report: dict[str, Any]) -> bool:
         "group(s) of byte-identical files: keep one copy of each (copies can end up in both "
         "the training and the test split)": [" = ".join(d["paths"]) for d in report["duplicates"]],
         "image id(s) listed more than once: remove the extra rows": report["duplicate_ids"],
+        "warning(s) on splitting the data into train/val/test": report["split_warnings"],
     }
     for title, lines in problems.items():
         if lines:
@@ -289,7 +297,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings["best_epoch"] = result.best_epoch
     settings["train_seconds"] = round(result.seconds, 1)
     settings["device"] = result.device
-    eval_split = "test" if "test" in loaders else "val"
+    eval_split = next(s for s in ("test", "val", "train") if s in loaders)  # fractions 0: train
     probs, targets = predict(model, loaders[eval_split])
     metrics = evaluate_predictions(targets, probs, classes)
     metrics.update(history=result.history, settings=settings, evaluated_on=eval_split)
@@ -370,10 +378,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Scan every image of a dataset and print a report; exit 1 when something is wrong."""
-    from lesionlib.datasets import validate_table
+    from lesionlib.datasets import check_trainable, validate_table
 
     table = _table(args)
-    report = validate_table(table)
+    check_trainable(table)  # no rows or one class: nothing to scan for
+    report = validate_table(table, val_fraction=args.val_fraction, test_fraction=args.test_fraction)
     found = _print_report(report)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -396,14 +405,21 @@ def main(argv: list[str] | None = None) -> int:
     from lesionlib.datasets import DatasetError
 
     args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except (DatasetError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():  # restores the usual warning display on return
+        warnings.showwarning = _show_warning
+        try:
+            return COMMANDS[args.command](args)
+        except (DatasetError, FileNotFoundError, RuntimeError) as exc:
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            return 2
 
 
-def _one_line(exc: BaseException) -> str:
+def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+    """Print a warning as ``warning: <message>`` on stderr, without Python's source line."""
+    print(f"warning: {_one_line(message)}", file=sys.stderr)
+
+
+def _one_line(exc: BaseException | str) -> str:
     """The message itself, without the worker traceback a DataLoader worker wraps it in."""
     message = str(exc).strip()
     if "DataLoader worker" in message:

@@ -164,8 +164,13 @@ def _make_table(
     sex: Any = np.nan,
     site: Any = np.nan,
     split: Sequence[str] | pd.Series | str | None = None,
+    source: Path | None = None,
 ) -> pd.DataFrame:
-    """Assemble the standard table (see docs/architecture.md, "The table")."""
+    """Assemble the standard table (see docs/architecture.md, "The table").
+
+    ``source`` (the CSV or folder read) goes in ``table.attrs["source"]``, so that later checks
+    can name the file at fault.
+    """
     image_ids = pd.Series(list(image_ids), dtype=str)
     label = pd.Categorical(list(labels), categories=list(classes))
     table = pd.DataFrame(
@@ -184,7 +189,23 @@ def _make_table(
     )
     if split is not None:
         table["split"] = pd.Series(_listed(split, len(image_ids)), dtype=str)
+    if source is not None:
+        table.attrs["source"] = str(source)
     return table
+
+
+def _source(table: pd.DataFrame) -> str:
+    """The file or folder a reader built ``table`` from, for messages; else "the table"."""
+    return table.attrs.get("source", "the table")
+
+
+def _require_rows(frame: pd.DataFrame, csv: Path) -> None:
+    """Refuse a CSV with a header and no rows (an interrupted download or an overwritten file)."""
+    if frame.empty:
+        raise DatasetError(
+            f"{csv} lists no images (a header and no rows): the download was incomplete or the "
+            f"file was overwritten; replace it with the official file ({_HELP})."
+        )
 
 
 def _listed(value: Any, n: int) -> list[Any]:
@@ -277,6 +298,7 @@ def read_isic2019(root: str | Path, missing: Missing = "error") -> pd.DataFrame:
             f"{csv}: {problem}; expected the columns image, {', '.join(expected)} "
             "(UNK optional). Rename or remove the column."
         )
+    _require_rows(truth, csv)
     ids = truth["image"].tolist()
     _check_duplicates(truth["image"], csv, first_row=2)
     onehot = truth[expected if "UNK" in truth.columns else list(ISIC2019_CLASSES)]
@@ -318,6 +340,7 @@ def read_isic2019(root: str | Path, missing: Missing = "error") -> pd.DataFrame:
         age=meta["age"],
         sex=meta["sex"],
         site=meta["site"],
+        source=csv,
     )
     present = np.array([f"{i}.jpg" in names for i in ids], dtype=bool)
     return _apply_missing(table, present, missing, csv, _folder(images))
@@ -367,7 +390,9 @@ def read_isic2016(
         csv_name, images_name = ISIC2016_FILES["test"]
         if (root / csv_name).is_file() and ((root / images_name).is_dir() or missing == "keep"):
             parts.append(read_isic2016(root, "test", missing))
-        return pd.concat(parts, ignore_index=True)
+        table = pd.concat(parts, ignore_index=True)
+        table.attrs["source"] = str(root)
+        return table
     if split not in ISIC2016_FILES:
         raise ValueError(f"split must be 'train', 'test' or 'all', not {split!r}")
     csv_name, images_name = ISIC2016_FILES[split]
@@ -380,6 +405,7 @@ def read_isic2016(
             f"{frame.shape[1]}; replace it with the official file ({_HELP})."
         )
     frame.columns = ["image", "label"]
+    _require_rows(frame, csv)
     ids = frame["image"].tolist()
     _check_duplicates(frame["image"], csv, first_row=1)
     raw = frame["label"].str.lower()
@@ -392,6 +418,7 @@ def read_isic2016(
         raw.map(_ISIC2016_LABELS),
         BINARY_CLASSES,
         split=split,
+        source=csv,
     )
     present = np.array([f"{i}.jpg" in names for i in ids], dtype=bool)
     return _apply_missing(table, present, missing, csv, _folder(images))
@@ -415,6 +442,7 @@ def read_ham10000(root: str | Path, missing: Missing = "error") -> pd.DataFrame:
                 f"{csv}: no {column!r} column (found {list(frame.columns)}); expected "
                 f"lesion_id, image_id, dx, dx_type, age, sex, localization ({_HELP})."
             )
+    _require_rows(frame, csv)
     ids = frame["image_id"].tolist()
     _check_duplicates(frame["image_id"], csv, first_row=2)
     _check_lesion_column(frame, csv)
@@ -438,6 +466,7 @@ def read_ham10000(root: str | Path, missing: Missing = "error") -> pd.DataFrame:
         age=frame.get("age", empty),
         sex=_text_or_nan(frame.get("sex", empty)),
         site=_text_or_nan(frame.get("localization", empty)),
+        source=csv,
     )
     present = np.array([f"{i}.jpg" in found for i in ids], dtype=bool)
     where = f"{', '.join(_folder(f) for f in folders[:-1])} or next to the CSV"
@@ -500,6 +529,7 @@ def read_imagefolder(root: str | Path, missing: Missing = "error") -> pd.DataFra
         labels,
         sorted(set(labels)),
         split=None if parts[0][0] is None else splits,
+        source=root,
     )
 
 
@@ -553,13 +583,18 @@ def split_table(
 
     Fractions are of the whole table; 0 means no such split. Rows with an official ``test`` split
     keep it and only the rest is divided. A class with at least one lesion per split appears in
-    every split that is carved here.
+    every split that is carved here. A table without two classes raises :class:`DatasetError`
+    (:func:`check_trainable`); one too small for the fractions is split with a ``UserWarning``
+    per problem (:func:`split_warnings`).
     """
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0 <= value < 1:
             raise ValueError(f"{name} must be in [0, 1), not {value}")
     if val_fraction + test_fraction >= 1:
         raise ValueError("val_fraction + test_fraction must be below 1 (train needs rows)")
+    check_trainable(table)
+    for message in split_warnings(table, val_fraction, test_fraction):
+        warnings.warn(message, UserWarning, stacklevel=2)
     out = table.copy()
     targets = out["target"].to_numpy()
     groups = out["lesion_id"].astype(str).to_numpy()
@@ -579,6 +614,88 @@ def split_table(
     _cover_classes(split, targets, groups, carved, np.random.default_rng(seed))
     out["split"] = split.astype(str)
     return out
+
+
+def check_trainable(table: pd.DataFrame) -> None:
+    """Raise :class:`DatasetError` unless ``table`` has images of at least two classes.
+
+    A table with no rows cannot be split, and one with a single class trains a "classifier" that
+    can only answer that class (with perfect scores); both are refused before training starts.
+    """
+    if table.empty:
+        raise DatasetError(
+            f"{_source(table)} has no images (the table has no rows); check the data folder and "
+            "the filters applied to the table, or see data/README.md for the layouts."
+        )
+    counts = table["label"].astype(str).value_counts()
+    if len(counts) < 2:
+        raise DatasetError(
+            f"{_source(table)}: all {len(table)} images are of one class ({counts.index[0]!r}); a "
+            "classifier needs at least two. Add the images of the other classes (the whole "
+            "dataset, not one class of it), or check the labels (e.g. the dx column)."
+        )
+
+
+def split_warnings(
+    table: pd.DataFrame, val_fraction: float = 0.15, test_fraction: float = 0.15
+) -> list[str]:
+    """Why :func:`split_table` with these fractions cannot split ``table`` as asked, one message
+    per problem with the counts, what the split will do and the fix; empty when all is well.
+
+    A class needs at least one lesion in each split carved here (train, and val/test unless its
+    fraction is 0 or the test split is official), or it is missing from one of them. A held-out
+    split whose share of the table is less than one image per class cannot hold every class.
+    """
+    official = table["split"].eq("test") if "split" in table else pd.Series(False, table.index)
+    carved = ["train"] + ["val"] * (val_fraction > 0)
+    carved += ["test"] * (test_fraction > 0 and not official.any())
+    fractions = {"val": val_fraction, "test": test_fraction}
+    messages = [
+        _few_lesions(table, table[~official.to_numpy()], carved),
+        _few_images(table, {s: fractions[s] for s in carved[1:]}),
+    ]
+    return [m for m in messages if m]
+
+
+def _few_lesions(table: pd.DataFrame, rest: pd.DataFrame, carved: list[str]) -> str | None:
+    """The warning for classes with fewer lesions in ``rest`` (the rows split_table divides)
+    than there are ``carved`` splits, or None."""
+    labels = rest["label"].astype(str)
+    lesions = rest.groupby(labels)["lesion_id"].nunique()
+    images = labels.value_counts()
+    short = [c for c in table["label"].astype(str).unique() if lesions.get(c, 0) < len(carved)]
+    if not short:
+        return None
+    listed = "; ".join(
+        f"{c!r}: {images[c]} image(s) of {lesions[c]} lesion(s)"
+        if c in images
+        else f"{c!r}: only in the official test split (never learnt)"
+        for c in short
+    )
+    return (
+        f"{_source(table)}: {len(short)} class(es) have fewer lesions than the {len(carved)} "
+        f"splits ({', '.join(carved)}): {listed}. The split puts them in train first, so each "
+        "will be missing from a held-out split and get no score there. Add images of those "
+        "classes, drop them from the table, or set a fraction to 0 (val_fraction= / "
+        "test_fraction=; command line: --val-fraction / --test-fraction)."
+    )
+
+
+def _few_images(table: pd.DataFrame, held_out: dict[str, float]) -> str | None:
+    """The warning for a table whose ``held_out`` fractions ask for less than one image per
+    class, or None."""
+    n_classes = table["label"].astype(str).nunique()
+    small = {s: f * len(table) for s, f in held_out.items() if f * len(table) < n_classes}
+    if not small:
+        return None
+    asked = " and ".join(f"{s}_fraction={f}" for s, f in held_out.items())
+    sizes = ", ".join(f"{s} about {size:.1f}" for s, size in small.items())
+    return (
+        f"{_source(table)}: {len(table)} images are too few for {asked}: they ask for {sizes} "
+        f"images, less than one per class ({n_classes} classes). The split takes whole lesions, "
+        f"so {' and '.join(small)} will be larger than asked and hold only a few images; their "
+        "scores will mean little. Use more data, or other fractions (0 drops that split)."
+    )
 
 
 def limit_train(table: pd.DataFrame, max_images: int | None, seed: int = 0) -> pd.DataFrame:
@@ -623,20 +740,24 @@ def _cover_classes(
     carved: list[str],
     rng: np.random.Generator,
 ) -> None:
-    """Move whole lesions so that every carved split has each class that has enough lesions.
+    """Move whole lesions so that every carved split has each class that has enough lesions (one
+    per split), and train has every class, however few its lesions.
 
     StratifiedGroupKFold balances proportions but may leave a class with few lesions out of a
-    small fold; a lesion is moved from the split holding the most lesions of that class.
+    small fold; a lesion is moved from the split holding the most lesions of that class. A class
+    with too few lesions for every split goes to train first: what is never learnt cannot be
+    scored either (:func:`split_warnings` names such classes).
     """
     movable = np.isin(split, carved)
     for target in np.unique(targets[movable]):
         rows = movable & (targets == target)
-        for receiver in carved:
+        enough = len(np.unique(groups[rows])) >= len(carved)
+        for receiver in carved:  # "train" first
             per_split = {s: np.unique(groups[rows & (split == s)]) for s in carved}
-            if per_split[receiver].size or len(np.unique(groups[rows])) < len(carved):
+            if per_split[receiver].size or not (enough or receiver == "train"):
                 continue
             donor = max(carved, key=lambda s: per_split[s].size)
-            if per_split[donor].size < 2:
+            if per_split[donor].size < (2 if enough else 1):
                 continue
             lesion = rng.choice(per_split[donor])
             split[movable & (groups == lesion)] = receiver
@@ -819,7 +940,12 @@ def _scan_image(path: str) -> tuple[str, tuple[int, int], str] | str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest(), size, mode
 
 
-def validate_table(table: pd.DataFrame, progress: bool = True) -> dict[str, Any]:
+def validate_table(
+    table: pd.DataFrame,
+    progress: bool = True,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+) -> dict[str, Any]:
     """Decode every image of ``table`` and report what would break or bias training.
 
     Each file is fully decoded with :func:`load_image` (truncated files fail there, not in an
@@ -829,7 +955,9 @@ def validate_table(table: pd.DataFrame, progress: bool = True) -> dict[str, Any]
     image, too large), ``duplicates`` (``[{"sha1", "paths"}]``: byte-identical files under
     different paths), ``duplicate_ids`` (image ids listed more than once), ``size_range``
     (``min_width, max_width, min_height, max_height`` after EXIF orientation; None when no image
-    is readable) and ``modes`` (``{stored PIL mode: readable files}``, e.g. RGB, L, CMYK, I;16).
+    is readable), ``modes`` (``{stored PIL mode: readable files}``, e.g. RGB, L, CMYK, I;16) and
+    ``split_warnings`` (:func:`split_warnings` for the fractions: classes or a table too small
+    to split).
     """
     classes = classes_of(table)
     paths = list(dict.fromkeys(table["path"].astype(str)))
@@ -865,6 +993,7 @@ def validate_table(table: pd.DataFrame, progress: bool = True) -> dict[str, Any]
             "max_height": max(heights, default=None),
         },
         "modes": dict(Counter(mode for _, _, mode in readable.values())),
+        "split_warnings": split_warnings(table, val_fraction, test_fraction),
     }
 
 

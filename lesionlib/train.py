@@ -13,11 +13,9 @@ import hashlib
 import json
 import math
 import os
-import pickle
 import random
 import time
 import warnings
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +39,8 @@ from lesionlib.transforms import eval_transform, train_transform
 CHECKPOINT_KIND = "checkpoint"
 MODEL_KIND = "model"
 _FORMAT_VERSION = 1
+_START_OVER = "pass resume=False (command line: leave out --resume) to train from the start"
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format: a zip archive
 
 
 class TrainingError(RuntimeError):
@@ -262,10 +262,12 @@ def fit(
       the earliest); its weights (kept on the CPU) are loaded into the model at the end. Without
       a ``"val"`` loader the last epoch is kept and ``val_*`` entries are None.
     - ``checkpoint_path``: after every epoch, atomically save model, optimizer, scheduler, scaler,
-      history, best weights, RNG states, ``settings`` (JSON-safe dict) and ``classes``.
+      history, best weights, RNG states, ``settings`` (JSON-safe dict) and ``classes``; the
+      previous epoch's file is kept beside it as ``<name>.previous<suffix>``.
       ``resume=True`` continues from that file (or starts fresh when it does not exist yet);
-      a checkpoint of a run with other epochs, optimiser settings or classes raises
-      :class:`CheckpointError`.
+      when it is missing or unreadable (e.g. cut short by a disconnect while Drive synced it)
+      it warns and continues from the previous epoch's file. A checkpoint of a run with other
+      epochs, optimiser settings or classes raises :class:`CheckpointError`.
 
     History rows: ``epoch`` (1-based), ``train_loss``, ``train_accuracy``,
     ``train_balanced_accuracy``, ``val_loss``, ``val_accuracy``, ``val_balanced_accuracy``, ``lr``
@@ -321,12 +323,13 @@ def fit(
     history: list[dict[str, Any]] = []
     best_epoch, best_state = 0, None
     path = None if checkpoint_path is None else Path(checkpoint_path)
-    if resume and path.exists():
-        state = load_checkpoint(path)
-        _check_resumable(state, run, classes, path)
-        _restore(state, path, model, opt, sched, scaler, loaders)
+    found = _resume_from(path) if resume else None
+    if found is not None:
+        state, source = found
+        _check_resumable(state, run, classes, source)
+        _restore(state, source, model, opt, sched, scaler, loaders)
         history, best_epoch, best_state = state["history"], state["best_epoch"], state["best_state"]
-        tqdm.write(f"Resuming from {path}: {state['epoch']} of {epochs} epochs done")
+        tqdm.write(f"Resuming from {source}: {state['epoch']} of {epochs} epochs done")
     elif resume:
         tqdm.write(f"No checkpoint at {path} yet: training from the start")
 
@@ -376,7 +379,7 @@ def fit(
             if best_state is None or _better(row, history[best_epoch - 1], monitor):
                 best_epoch, best_state = epoch, _cpu_state(model)
             if path is not None:
-                _save_atomic(
+                _write_checkpoint(
                     {
                         "lesionlib": CHECKPOINT_KIND,
                         "version": _FORMAT_VERSION,
@@ -481,15 +484,19 @@ def load_model(
     :func:`get_device`) and put in eval mode.
     """
     payload = _load_file(path, MODEL_KIND, "cpu")
-    classes, settings = payload["classes"], payload["settings"]
-    model = build_model(
-        settings["model"], len(classes), pretrained=False, image_size=settings["image_size"]
-    )
+    classes, settings = payload.get("classes"), payload.get("settings") or {}
     try:
+        model = build_model(
+            settings["model"], len(classes), pretrained=False, image_size=settings["image_size"]
+        )
         model.load_state_dict(payload["model"])
-    except RuntimeError as error:
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        network = settings.get("model", "?")
         raise CheckpointError(
-            f"{path}: the stored weights do not fit a {settings['model']!r} network ({error})"
+            f"{path}: the stored weights do not rebuild the {network!r} network its settings "
+            f"name ({type(error).__name__}: {_brief(error)}); the file was edited, damaged "
+            "or written by another lesionlib version: train again, or use the lesionlib version "
+            "that wrote it"
         ) from error
     return model.to(get_device(device)).eval(), classes, settings
 
@@ -790,12 +797,13 @@ def _restore(
     """Put model, optimizer, scheduler, scaler and RNGs back as the checkpoint left them."""
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError as error:
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError) as error:
         raise CheckpointError(
-            f"{path} holds weights of a different model ({error}); resume with the same "
-            "model, or delete the file / pass resume=False to start over"
+            f"{path} holds the weights or optimiser of a different model or set of trained "
+            f"layers ({_brief(error)}); resume with the same model and options, or "
+            f"{_START_OVER}"
         ) from error
-    optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
     if scaler.is_enabled() and state["scaler"]:
@@ -818,17 +826,91 @@ def _check_resumable(
         raise CheckpointError(
             f"cannot resume from {path}: it was written by a different run ("
             + "; ".join(changed)
-            + "). Use the same settings, or delete the file / pass resume=False to start over."
+            + f"). Use the same settings, or {_START_OVER}."
         )
 
 
-def _save_atomic(payload: dict[str, Any], path: Path) -> None:
-    """torch.save to ``<path>.tmp`` then rename, so a crash never leaves a half-written file."""
+def _save_atomic(payload: dict[str, Any], path: Path, keep: Path | None = None) -> None:
+    """torch.save to ``<path>.tmp`` then rename, so a crash never leaves a half-written file.
+
+    With ``keep``, once the new file is written, the one at ``path`` is renamed to ``keep`` before
+    the new one takes its place (renames only: a crash between them leaves ``keep`` and the
+    complete ``.tmp``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
+    if keep is not None and path.is_file():
+        os.replace(path, keep)
     os.replace(tmp, path)
+
+
+def _previous_path(path: Path) -> Path:
+    """Where the previous epoch's checkpoint is kept: ``run/checkpoint.previous.pt`` for
+    ``run/checkpoint.pt``."""
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
+
+
+def _write_checkpoint(payload: dict[str, Any], path: Path) -> None:
+    """Save a checkpoint atomically and keep the one it replaces as the previous epoch's copy.
+
+    Renamed files can still arrive cut short (a Drive mount that loses its connection while
+    syncing), so resume has the copy to fall back on. Epoch 1 starts a run: a copy left by an
+    earlier run is deleted instead of kept, so no resume can fall back on it.
+    """
+    previous = _previous_path(path)
+    first = payload["epoch"] == 1
+    if first:
+        previous.unlink(missing_ok=True)
+    _save_atomic(payload, path, keep=None if first else previous)
+
+
+def _resume_from(path: Path) -> tuple[dict[str, Any], Path] | None:
+    """The checkpoint to resume and its file: ``path``, or, when that is missing or unreadable,
+    the previous epoch's copy (with a warning); None when neither exists.
+
+    A damaged ``path`` is renamed to ``<path>.damaged``, so that the next save does not keep it
+    as the previous epoch's copy.
+    """
+    previous = _previous_path(path)
+    try:
+        return load_checkpoint(path), path
+    except (FileNotFoundError, CheckpointError) as error:
+        if not previous.is_file():
+            if isinstance(error, FileNotFoundError):
+                return None
+            raise
+        problem = error
+    try:
+        state = load_checkpoint(previous)
+    except CheckpointError as error:
+        raise CheckpointError(
+            f"cannot resume: neither {path} nor the previous epoch's copy {previous} can be "
+            f"read ({_brief(error)}); {_START_OVER}"
+        ) from error
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".damaged"))
+    warnings.warn(
+        f"{problem} -- resuming from the previous epoch's copy {previous} (epoch "
+        f"{state['epoch']}) instead: at most one epoch is trained again",
+        UserWarning,
+        stacklevel=3,
+    )
+    return state, previous
+
+
+def _brief(error: BaseException, limit: int = 300) -> str:
+    """An error's message on one line, shortened: torch's run over many lines."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_DAMAGED_FIX = {
+    CHECKPOINT_KIND: "train --resume / fit(resume=True) falls back to the previous epoch's copy "
+    "when there is one; else delete it and train again",
+    MODEL_KIND: "copy it again from where the run saved it, or train again",
+}
 
 
 def _load_file(path: str | Path, kind: str, map_location: str | torch.device) -> dict[str, Any]:
@@ -836,20 +918,32 @@ def _load_file(path: str | Path, kind: str, map_location: str | torch.device) ->
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such lesionlib {kind} file")
+    with path.open("rb") as file:
+        head = file.read(len(_ZIP_MAGIC))
+    if not _ZIP_MAGIC.startswith(head):  # a file cut to a few bytes is truncated, not foreign
+        raise CheckpointError(
+            f"{path} is not a lesionlib {kind} file: it is not a file written by torch.save (it "
+            f"starts with {head!r}); pass the {kind}.pt file that lesionlib wrote"
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+    except Exception as error:  # a damaged file fails in many ways (OSError, EOFError, KeyError..)
         raise CheckpointError(
-            f"{path} cannot be read as a lesionlib {kind}: the file is truncated or corrupt, or "
-            f"was not saved by lesionlib. Delete it and train again. (torch.load: {error})"
+            f"{path} cannot be read as a lesionlib {kind}: the file is truncated or corrupt "
+            f"({path.stat().st_size:,} bytes; a disconnect while it was written or synced can do "
+            f"this): {_DAMAGED_FIX[kind]}. (torch.load: {_brief(error, 160)})"
         ) from error
     if not isinstance(payload, dict) or payload.get("lesionlib") != kind:
         found = payload.get("lesionlib") if isinstance(payload, dict) else None
         hint = f" (it is a lesionlib {found} file)" if found else ""
-        raise CheckpointError(f"{path} is not a lesionlib {kind} file{hint}")
+        raise CheckpointError(
+            f"{path} is not a lesionlib {kind} file{hint}; pass the {kind}.pt file that "
+            f"lesionlib wrote"
+        )
     if payload.get("version") != _FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has lesionlib file format version {payload.get('version')}; this lesionlib "
-            f"reads version {_FORMAT_VERSION}: use the lesionlib version that wrote it"
+            f"reads version {_FORMAT_VERSION}: use the lesionlib version that wrote it, or train "
+            "again with this one"
         )
     return payload

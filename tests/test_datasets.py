@@ -201,7 +201,9 @@ def test_isic2016_headerless_crlf_with_messy_labels(tmp_path: Path) -> None:
     both = read_isic2016(tmp_path)  # split="all": the official test set is the test split
     assert both["split"].tolist() == ["train"] * 3 + ["test"] * 3
     assert classes_of(both) == ["benign", "malignant"]
-    assert split_table(both, test_fraction=0.3)["split"].iloc[3:].eq("test").all()
+    with pytest.warns(UserWarning) as caught:  # 3 + 3 images: too few to hold out a val split
+        assert split_table(both, test_fraction=0.3)["split"].iloc[3:].eq("test").all()
+    assert any("too few for val_fraction=0.15: " in str(w.message) for w in caught)
     for item in (tmp_path / "ISBI2016_ISIC_Part3_Test_Data").iterdir():
         item.unlink()
     (tmp_path / "ISBI2016_ISIC_Part3_Test_Data").rmdir()  # test images not downloaded
