@@ -57,7 +57,7 @@ def main() -> int:
         print(f"  changed: {changed or 'nothing'} ({len(before)} packages checked)")
         if changed or "lesionlib" not in after:
             failures += 1
-    decoder = "from lesionlib.settings import print_environment; print_environment()"
+    decoder = "from lesionlib.train import print_environment; print_environment()"
     subprocess.run([sys.executable, "-I", "-c", decoder], check=True)
     return 1 if failures else 0
 

@@ -30,31 +30,3 @@ def cache_dir() -> Path:
     path = Path(value).expanduser() if value else Path.home() / ".cache" / "lesionlib"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def print_environment() -> None:
-    """Print the library versions, the device, the JPEG decoder and whether smoke mode is on."""
-    import platform
-
-    import torch
-    import torchvision
-
-    import lesionlib
-    from lesionlib.datasets import jpeg_decoder
-
-    if torch.cuda.is_available():
-        device = f"cuda ({torch.cuda.get_device_name(0)})"
-    elif torch.backends.mps.is_available():
-        device = "mps (Apple GPU)"
-    else:
-        device = (
-            "cpu (no GPU: training is slow; on Colab choose Runtime → Change runtime type → GPU)"
-        )
-    lines = [
-        f"python {platform.python_version()} | torch {torch.__version__} | "
-        f"torchvision {torchvision.__version__} | lesionlib {lesionlib.__version__}",
-        f"device: {device}",
-        f"JPEG decoder: {jpeg_decoder()[0]}",
-        f"smoke mode: {'ON (tiny synthetic run)' if smoke_mode() else 'off'}",
-    ]
-    print("\n".join(lines))

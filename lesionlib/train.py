@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 import random
 import time
 import warnings
@@ -25,13 +26,15 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+import torchvision
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
-from lesionlib.datasets import SPLITS, LesionDataset
+import lesionlib
+from lesionlib.datasets import SPLITS, LesionDataset, jpeg_decoder
 from lesionlib.models import build_model
 from lesionlib.settings import smoke_mode
 from lesionlib.transforms import eval_transform, train_transform
@@ -99,6 +102,26 @@ def seed_worker(worker_id: int) -> None:
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
+
+
+def print_environment() -> None:
+    """Print the library versions, the device, the JPEG decoder and whether smoke mode is on."""
+    if torch.cuda.is_available():
+        device = f"cuda ({torch.cuda.get_device_name(0)})"
+    elif torch.backends.mps.is_available():
+        device = "mps (Apple GPU)"
+    else:
+        device = (
+            "cpu (no GPU: training is slow; on Colab choose Runtime → Change runtime type → GPU)"
+        )
+    lines = [
+        f"python {platform.python_version()} | torch {torch.__version__} | "
+        f"torchvision {torchvision.__version__} | lesionlib {lesionlib.__version__}",
+        f"device: {device}",
+        f"JPEG decoder: {jpeg_decoder()[0]}",
+        f"smoke mode: {'ON (tiny synthetic run)' if smoke_mode() else 'off'}",
+    ]
+    print("\n".join(lines))
 
 
 def get_device(prefer: str | torch.device | None = None) -> torch.device:
@@ -376,7 +399,7 @@ def fit(
             row = {"epoch": epoch, **row, "lr": float(opt.param_groups[0]["lr"])}
             row["seconds"] = time.perf_counter() - start
             history.append(row)
-            if best_state is None or _better(row, history[best_epoch - 1], monitor):
+            if best_state is None or best_epoch_of(history) == epoch:
                 best_epoch, best_state = epoch, _cpu_state(model)
             if path is not None:
                 _write_checkpoint(
@@ -693,13 +716,15 @@ def _scores(targets: torch.Tensor, predictions: torch.Tensor) -> tuple[float, fl
     return float(accuracy_score(y_true, y_pred)), float(balanced)
 
 
-def _better(row: dict[str, Any], best: dict[str, Any], monitor: str) -> bool:
-    """Is this epoch better than the best so far (higher val balanced accuracy, then lower loss)?"""
-    if monitor == "last_epoch":
-        return True
-    if row["val_balanced_accuracy"] != best["val_balanced_accuracy"]:
-        return row["val_balanced_accuracy"] > best["val_balanced_accuracy"]
-    return row["val_loss"] < best["val_loss"]
+def best_epoch_of(history: Sequence[Mapping[str, Any]]) -> int:
+    """The epoch (1-based) that :func:`fit` keeps: highest ``val_balanced_accuracy``, ties broken
+    by the lower ``val_loss``, then the earlier epoch; the last epoch when there is no validation.
+    """
+    scored = [r for r in history if r.get("val_balanced_accuracy") is not None]
+    if not scored:
+        return int(history[-1]["epoch"])
+    best = max(scored, key=lambda r: (r["val_balanced_accuracy"], -r["val_loss"], -r["epoch"]))
+    return int(best["epoch"])
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -501,7 +501,7 @@ def test_without_torchcodec_lesionlib_says_so_and_decodes_with_torchvision(tmp_p
     script = (
         "import sys; sys.modules['torchcodec'] = None  # as if it were not installed\n"
         "from lesionlib.datasets import jpeg_decoder, read_image\n"
-        "from lesionlib.settings import print_environment\n"
+        "from lesionlib.train import print_environment\n"
         f"print_environment(); print(tuple(read_image({str(path)!r}).shape))\n"
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
