@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lesionlib.datasets import LesionDataset, load_image, read_isic2016, read_isic2019
+from lesionlib.datasets import LesionDataset, read_isic2016, read_isic2019
+from lesionlib.images import load_image
 from lesionlib.settings import real_data_dir
 from lesionlib.synthetic import write_isic2019_sample
 

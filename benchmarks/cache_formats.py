@@ -27,7 +27,7 @@ from _common import RESULTS, benchmark_table, default_data, describe, finish
 from PIL import Image
 
 from lesionlib.cache import load_resized
-from lesionlib.datasets import load_image, read_image
+from lesionlib.images import load_image, read_image
 from lesionlib.transforms import eval_transform
 
 

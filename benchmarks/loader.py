@@ -41,7 +41,8 @@ from torch.utils.data import DataLoader, RandomSampler
 from torchvision.transforms import v2
 
 from lesionlib.cache import prepare_cache
-from lesionlib.datasets import LesionDataset, jpeg_decoder
+from lesionlib.datasets import LesionDataset
+from lesionlib.images import jpeg_decoder
 from lesionlib.transforms import eval_transform
 
 

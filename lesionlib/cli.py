@@ -9,7 +9,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lesionlib.datasets import LAYOUTS
+from lesionlib.layouts import LAYOUTS
+from lesionlib.settings import LesionlibError
 
 
 def _add_data_args(
@@ -66,9 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", choices=MODEL_NAMES, default="simplecnn")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--image-size", type=int, default=64)
-    t.add_argument(
-        "--batch-size", type=int, default=32, help="32: better than 64 (and 16) in docs/results.md"
-    )
+    t.add_argument("--batch-size", type=int, default=32, help="images per batch")
     t.add_argument(
         "--lr", type=float, default=None, help="peak learning rate (default: see default_lr)"
     )
@@ -76,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--weight-decay",
         type=float,
         default=5e-4,
-        help="Adam/SGD L2 weight decay (5e-4: best of 1e-4/5e-4 on real data, docs/results.md)",
+        help="Adam/SGD L2 weight decay",
     )
     t.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     t.add_argument("--scheduler", choices=("onecycle", "none"), default="onecycle")
@@ -90,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--num-workers", type=int, default=None)
     t.add_argument(
-        "--compile", action="store_true", help="torch.compile the model (GPU, long runs)"
+        "--compile", action="store_true", help="torch.compile the model (model.compile())"
     )
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--out", type=Path, default=Path("runs/latest"))
@@ -128,11 +127,12 @@ def _table(args: argparse.Namespace):
     With --skip-bad-images every image is decoded first and the unreadable ones are left out and
     listed.
     """
-    from lesionlib.datasets import drop_unreadable, load_table, validate_table
+    from lesionlib.datasets import load_table
+    from lesionlib.images import drop_unreadable, validate_table
     from lesionlib.synthetic import default_sample
 
     if args.data is None:
-        if args.layout not in (None, "synthetic"):
+        if args.layout is not None:
             raise SystemExit("error: --layout needs --data (the folder holding that dataset)")
         # Recorded in the run's settings as a real folder and layout, so it can be re-read.
         args.data, args.layout = default_sample(), "isic2019"
@@ -218,18 +218,31 @@ def _print_metrics(metrics: dict[str, Any], header: str) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train, keep the best epoch on the validation split, report on the held-out test split."""
+    import torch
+    from torch import nn
+
     from lesionlib.datasets import classes_of, split_table
     from lesionlib.metrics import evaluate_predictions
     from lesionlib.models import build_model, count_parameters
-    from lesionlib.train import fit, make_loaders, predict, save_model, seed_everything
+    from lesionlib.train import (
+        RunRecord,
+        class_weights_from,
+        fit,
+        get_device,
+        make_loaders,
+        predict,
+        save_model,
+        seed_everything,
+    )
 
     seed_everything(args.seed)
     table = _table(args)
     table = split_table(table, args.val_fraction, args.test_fraction, seed=args.seed)
     classes = classes_of(table)
-    counts = table.groupby("split", observed=True).size().to_dict()
+    counts = {str(k): int(v) for k, v in table.groupby("split", observed=True).size().items()}
     print(f"{len(table)} images, {len(classes)} classes {classes}, splits {counts}")
 
+    device = get_device()
     pretrained = args.model != "simplecnn" and not args.no_pretrained
     model = build_model(
         args.model,
@@ -237,36 +250,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         pretrained=pretrained,
         freeze_backbone=args.freeze_backbone,
         image_size=args.image_size,
-    )
-    lr = args.lr if args.lr is not None else default_lr(args.optimizer)
+    ).to(device)
     print(
         f"model {args.model}: {count_parameters(model):,} parameters, "
         f"weights {model.pretrained_source}"
     )
-    settings = {
-        "model": args.model,
-        "layout": args.layout,
-        "data": str(args.data),
-        "image_size": args.image_size,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": lr,
-        "weight_decay": args.weight_decay,
-        "optimizer": args.optimizer,
-        "scheduler": args.scheduler,
-        "grad_clip": args.grad_clip,
-        "pretrained": model.pretrained_source,
-        "freeze_backbone": args.freeze_backbone,
-        "augment": args.augment,
-        "class_weights": args.class_weights,
-        "balanced_sampler": args.balanced_sampler,
-        "val_fraction": args.val_fraction,
-        "test_fraction": args.test_fraction,
-        "seed": args.seed,
-        "cache_size": args.cache_size,
-        "compile": args.compile,
-        "split_sizes": {str(k): int(v) for k, v in counts.items()},
-    }
+    if args.compile:
+        model.compile()  # in place: the weights keep their names
     loaders = make_loaders(
         table,
         args.image_size,
@@ -276,32 +266,58 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         seed=args.seed,
     )
+    # The recipe as PyTorch objects, as the notebooks build them.
+    lr = args.lr if args.lr is not None else default_lr(args.optimizer)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if args.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr, momentum=0.9, weight_decay=args.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(params, lr, weight_decay=args.weight_decay)
+    scheduler = None
+    if args.scheduler == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, epochs=args.epochs, steps_per_epoch=len(loaders["train"])
+        )
+    train_rows = table[table["split"] == "train"]
+    weight = class_weights_from(train_rows, len(classes)).to(device) if args.class_weights else None
     args.out.mkdir(parents=True, exist_ok=True)
     result = fit(
         model,
         loaders,
+        optimizer,
         args.epochs,
-        optimizer=args.optimizer,
-        lr=lr,
-        weight_decay=args.weight_decay,
-        scheduler=None if args.scheduler == "none" else args.scheduler,
+        scheduler=scheduler,
+        loss_fn=nn.CrossEntropyLoss(weight=weight),
         grad_clip=args.grad_clip,
-        class_weights=args.class_weights,
-        compile=args.compile,
-        progress=not args.quiet,
         checkpoint_path=args.out / "checkpoint.pt",
         resume=args.resume,
-        settings=settings,
-        classes=classes,
+        seed=args.seed,
+        progress=not args.quiet,
     )
-    settings["best_epoch"] = result.best_epoch
-    settings["train_seconds"] = round(result.seconds, 1)
-    settings["device"] = result.device
+    recipe = {
+        key: getattr(args, key)
+        for key in ("epochs", "batch_size", "optimizer", "weight_decay", "scheduler", "grad_clip")
+        + ("freeze_backbone", "augment", "class_weights", "balanced_sampler", "compile")
+    }
+    record = RunRecord(
+        model=args.model,
+        classes=classes,
+        image_size=args.image_size,
+        weights=model.pretrained_source,
+        data=str(args.data),
+        layout=args.layout,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        split_sizes=counts,
+        cache_size=args.cache_size,
+        recipe={**recipe, "lr": lr, "best_epoch": result.best_epoch, "device": result.device},
+    )
     eval_split = next(s for s in ("test", "val", "train") if s in loaders)  # fractions 0: train
     probs, targets = predict(model, loaders[eval_split])
     metrics = evaluate_predictions(targets, probs, classes)
-    metrics.update(history=result.history, settings=settings, evaluated_on=eval_split)
-    save_model(args.out / "model.pt", model, classes, settings)
+    metrics.update(history=result.history, run=record.as_dict(), evaluated_on=eval_split)
+    save_model(args.out / "model.pt", model, record)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _print_metrics(metrics, f"Best epoch {result.best_epoch}; {eval_split} split:")
     print(f"wrote {args.out / 'model.pt'} and {args.out / 'metrics.json'}")
@@ -309,12 +325,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def default_lr(optimizer: str) -> float:
-    """The peak learning rate unless --lr is given: 1e-3 for Adam, 1e-2 for SGD with momentum.
-
-    Measured on the real samples (docs/results.md): for ResNet-18 from scratch Adam at 1e-3 beat
-    3e-3 on both tasks, and SGD did better at 1e-2 than 3e-2; 1e-3 is also the seeds' SimpleCNN
-    rate.
-    """
+    """The peak learning rate unless --lr is given: 1e-3 for Adam, 1e-2 for SGD with momentum
+    (chosen on the real samples: docs/results.md)."""
     return 1e-2 if optimizer == "sgd" else 1e-3
 
 
@@ -329,23 +341,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from lesionlib.train import load_model, predict
     from lesionlib.transforms import eval_transform
 
-    model, classes, settings = load_model(args.checkpoint)
+    model, record = load_model(args.checkpoint)
     if args.cache_size is None:  # read the images as the training run did
-        args.cache_size = settings.get("cache_size")
+        args.cache_size = record.cache_size
     table = _table(args)
-    unknown = sorted(set(classes_of(table)) - set(classes))
+    unknown = sorted(set(classes_of(table)) - set(record.classes))
     if unknown:
         raise SystemExit(
             f"error: {args.data} has classes {unknown} that the model in {args.checkpoint} "
-            f"was not trained on (it knows {classes})"
+            f"was not trained on (it knows {record.classes})"
         )
-    table = table.assign(label=pd.Categorical(table["label"].astype(str), categories=classes))
-    table["target"] = table["label"].cat.codes.astype("int64")
-    dataset = LesionDataset(table, eval_transform(settings["image_size"]))
+    labels = pd.Categorical(table["label"].astype(str), categories=record.classes)
+    table = table.assign(label=labels, target=labels.codes.astype("int64"))
+    dataset = LesionDataset(table, eval_transform(record.image_size))
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
     probs, targets = predict(model, loader, tta=args.tta)
-    metrics = evaluate_predictions(targets, probs, classes)
-    metrics["settings"] = {
+    metrics = evaluate_predictions(targets, probs, record.classes)
+    metrics["run"] = record.as_dict()
+    metrics["evaluation"] = {
         "checkpoint": str(args.checkpoint),
         "data": str(args.data),
         "cache_size": args.cache_size,
@@ -378,11 +391,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Scan every image of a dataset and print a report; exit 1 when something is wrong."""
-    from lesionlib.datasets import check_trainable, validate_table
+    from lesionlib.datasets import check_trainable, split_warnings
+    from lesionlib.images import validate_table
 
     table = _table(args)
     check_trainable(table)  # no rows or one class: nothing to scan for
-    report = validate_table(table, val_fraction=args.val_fraction, test_fraction=args.test_fraction)
+    report = validate_table(table)
+    report["split_warnings"] = split_warnings(table, args.val_fraction, args.test_fraction)
     found = _print_report(report)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -402,14 +417,12 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments and run the sub-command; library errors become one clear line."""
-    from lesionlib.datasets import DatasetError
-
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():  # restores the usual warning display on return
         warnings.showwarning = _show_warning
         try:
             return COMMANDS[args.command](args)
-        except (DatasetError, FileNotFoundError, RuntimeError) as exc:
+        except (LesionlibError, FileNotFoundError) as exc:  # ours: bugs keep their traceback
             print(f"error: {_one_line(exc)}", file=sys.stderr)
             return 2
 

@@ -21,15 +21,12 @@ from sklearn.metrics import (
 
 
 def _as_arrays(targets: Any, probs: Any, n_classes: int | None = None) -> tuple[np.ndarray, ...]:
-    """Targets as int 1-D and probabilities as float 2-D (N×C), with matching lengths."""
+    """Targets as int 1-D and probabilities as float N×C, checked against each other."""
     targets = np.asarray(targets).astype(np.int64).ravel()
     probs = np.asarray(probs, dtype=np.float64)
-    if len(targets) == 0:
-        raise ValueError("no predictions to evaluate (targets is empty)")
-    if probs.ndim != 2 or len(probs) != len(targets):
+    if len(targets) == 0 or probs.ndim != 2 or len(probs) != len(targets):
         raise ValueError(
-            f"probs must be an N×C array with one row per target; got shape {probs.shape} "
-            f"for {len(targets)} targets"
+            f"need N > 0 targets and N×C probs, got {len(targets)} targets, probs {probs.shape}"
         )
     if n_classes is not None and probs.shape[1] != n_classes:
         raise ValueError(f"probs has {probs.shape[1]} columns but there are {n_classes} classes")
@@ -44,48 +41,35 @@ def _binary_arrays(targets: Any, probs_pos: Any) -> tuple[np.ndarray, np.ndarray
     probs_pos = np.asarray(probs_pos, dtype=np.float64).ravel()
     if len(targets) != len(probs_pos) or not np.isin(targets, (0, 1)).all():
         raise ValueError(
-            "binary metrics need targets in {0, 1} and one positive-class probability per target; "
-            f"got {len(targets)} targets (values {np.unique(targets)}), {len(probs_pos)} probs"
+            "binary metrics need targets in {0, 1} and one positive-class probability each; "
+            f"got targets {np.unique(targets)} ({len(targets)}), {len(probs_pos)} probabilities"
         )
     return targets, probs_pos
 
 
-def _ovr_macro_auc(targets: np.ndarray, probs: np.ndarray) -> float | None:
-    """Mean one-vs-rest AUC over classes with at least one positive and one negative target."""
-    present = np.unique(targets)
-    if len(present) < 2:
-        return None
-    if probs.shape[1] == 2:
-        return float(roc_auc_score(targets, probs[:, 1]))
-    return float(np.mean([roc_auc_score(targets == c, probs[:, c]) for c in present]))
-
-
 def evaluate_predictions(targets: Any, probs: Any, classes: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, macro AUC, per-class scores and confusion matrix.
-
-    ``macro_auc`` averages the one-vs-rest AUCs of the classes present in ``targets`` (the binary
-    AUC of class 1 for two classes); it is ``None`` when fewer than two classes are present.
-    Two classes also get ``"binary"``: :func:`binary_metrics` of the second class.
-    """
+    """Accuracy, balanced accuracy, macro AUC (mean one-vs-rest AUC of the classes present; None
+    if fewer than two), per-class scores and confusion matrix; with two classes also ``"binary"``
+    (:func:`binary_metrics` of the second)."""
     classes = list(classes)
     targets, probs = _as_arrays(targets, probs, len(classes))
     predictions = probs.argmax(axis=1)
     labels = list(range(len(classes)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        targets, predictions, labels=labels, zero_division=0
-    )
+    scores = precision_recall_fscore_support(targets, predictions, labels=labels, zero_division=0)
+    present = np.unique(targets)
+    if len(present) < 2:
+        macro_auc = None
+    elif len(classes) == 2:
+        macro_auc = float(roc_auc_score(targets, probs[:, 1]))
+    else:  # sklearn's multi_class="ovr" needs every class present
+        macro_auc = float(np.mean([roc_auc_score(targets == c, probs[:, c]) for c in present]))
     results: dict[str, Any] = {
         "accuracy": float(accuracy_score(targets, predictions)),
         "balanced_accuracy": float(balanced_accuracy_score(targets, predictions)),
-        "macro_auc": _ovr_macro_auc(targets, probs),
+        "macro_auc": macro_auc,
         "per_class": {
-            name: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, name in enumerate(classes)
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+            for name, p, r, f, n in zip(classes, *scores, strict=True)
         },
         "confusion_matrix": confusion_matrix(targets, predictions, labels=labels).tolist(),
         "classes": classes,
@@ -96,21 +80,16 @@ def evaluate_predictions(targets: Any, probs: Any, classes: Sequence[str]) -> di
 
 
 def binary_metrics(targets: Any, probs_pos: Any, threshold: float = 0.5) -> dict[str, Any]:
-    """AUC and average precision, plus sensitivity/specificity predicting 1 when p >= threshold.
-
-    A value that needs a class absent from ``targets`` is ``None``.
-    """
+    """AUC, average precision, and sensitivity/specificity predicting 1 when p >= threshold;
+    a value that needs a class absent from ``targets`` is None."""
     targets, probs_pos = _binary_arrays(targets, probs_pos)
     tn, fp, fn, tp = confusion_matrix(targets, probs_pos >= threshold, labels=[0, 1]).ravel()
-    positives, negatives = tp + fn, tn + fp
-    both = positives > 0 and negatives > 0
+    pos, neg = tp + fn, tn + fp  # positive and negative targets
     return {
-        "auc": float(roc_auc_score(targets, probs_pos)) if both else None,
-        "average_precision": (
-            float(average_precision_score(targets, probs_pos)) if positives else None
-        ),
-        "sensitivity": float(tp / positives) if positives else None,
-        "specificity": float(tn / negatives) if negatives else None,
+        "auc": float(roc_auc_score(targets, probs_pos)) if pos and neg else None,
+        "average_precision": float(average_precision_score(targets, probs_pos)) if pos else None,
+        "sensitivity": float(tp / pos) if pos else None,
+        "specificity": float(tn / neg) if neg else None,
         "threshold": float(threshold),
     }
 
@@ -124,7 +103,7 @@ def threshold_for_sensitivity(
     targets, probs_pos = _binary_arrays(targets, probs_pos)
     if len(np.unique(targets)) < 2:
         raise ValueError("threshold_for_sensitivity needs both classes (0 and 1) in targets")
-    # keep every threshold: dropping collinear points could skip the highest one that qualifies
+    # every threshold: dropping collinear points could skip the highest one that qualifies
     fpr, tpr, thresholds = roc_curve(targets, probs_pos, drop_intermediate=False)
     i = int(np.argmax(tpr >= target_sensitivity))
     return {
@@ -135,11 +114,8 @@ def threshold_for_sensitivity(
 
 
 def reliability_bins(targets: Any, probs: Any, n_bins: int = 15) -> dict[str, list]:
-    """Top-label confidence vs accuracy in ``n_bins`` equal-width bins (a reliability diagram).
-
-    Returns ``bin_edges`` (n_bins + 1) and, per bin, mean ``confidence``, ``accuracy`` (``None``
-    for an empty bin) and ``count``. Bins are (lower, upper], the first one also holds 0.
-    """
+    """Top-label ``confidence`` and ``accuracy`` (None when empty) and ``count`` per bin of
+    ``n_bins`` equal-width (lower, upper] bins (the first also holds 0), and the ``bin_edges``."""
     targets, probs = _as_arrays(targets, probs)
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == targets
@@ -165,15 +141,13 @@ def expected_calibration_error(targets: Any, probs: Any, n_bins: int = 15) -> fl
 
 
 def _json_safe(value: Any) -> Any:
-    """Plain Python version of ``value``: numpy scalars/arrays, tuples, Paths; NaN/inf -> None."""
+    """Plain Python version of ``value`` (numpy values, tuples, Paths); NaN and inf become None."""
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (np.ndarray, np.generic)):
+        value = value.tolist()  # Python lists and scalars
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Path):
@@ -181,8 +155,8 @@ def _json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     raise TypeError(
-        f"cannot store a {type(value).__name__} in results JSON; "
-        "convert it to a number, string, list or dict first"
+        f"cannot store a {type(value).__name__} in results JSON; convert it to a number, string, "
+        "list or dict first"
     )
 
 
@@ -190,9 +164,8 @@ def save_results(name: str, results: dict[str, Any], folder: str | Path = "resul
     """Write ``results`` to ``folder/<name>.json`` (indented, sorted keys) and return the path."""
     if not name or Path(name).name != name or name.endswith(".json"):
         raise ValueError(f"name must be a plain file stem such as '03_resnet50', got {name!r}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.json"
+    path = Path(folder) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_json_safe(results), indent=2, sort_keys=True, allow_nan=False)
     path.write_text(text + "\n", encoding="utf-8")
     return path

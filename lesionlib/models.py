@@ -12,6 +12,8 @@ from torch import nn
 from torchvision import models as tvm
 from torchvision.models import WeightsEnum
 
+from lesionlib.settings import LesionlibError
+
 MODEL_NAMES: tuple[str, ...] = ("simplecnn", "resnet18", "resnet50", "vgg19")
 
 _TORCHVISION = {
@@ -24,7 +26,7 @@ RANDOM_INIT = "none (random init)"
 """``model.pretrained_source`` of a model that starts from random weights."""
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(LesionlibError, RuntimeError):
     """Pretrained weights could not be downloaded or read; the message says where to put them."""
 
 

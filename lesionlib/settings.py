@@ -1,4 +1,4 @@
-"""The two switches the whole course reads from the environment: smoke mode and real data."""
+"""What the course reads from the environment (smoke mode, real data, cache) and the error base."""
 
 from __future__ import annotations
 
@@ -22,11 +22,13 @@ def real_data_dir() -> Path | None:
 
 
 def cache_dir() -> Path:
-    """Where lesionlib keeps generated samples, downloads and resized caches.
-
-    ``LESIONLIB_CACHE`` if set, else ``~/.cache/lesionlib``.
-    """
+    """Where lesionlib keeps samples, downloads and caches: ``LESIONLIB_CACHE``, else
+    ``~/.cache/lesionlib``."""
     value = os.environ.get(CACHE_ENV, "").strip()
     path = Path(value).expanduser() if value else Path.home() / ".cache" / "lesionlib"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+class LesionlibError(Exception):
+    """An error lesionlib explains: its message names the file at fault and the fix."""

@@ -1,53 +1,36 @@
 """A small, learnable, dermoscopy-like synthetic sample written in the official layouts.
 
-Each lesion is a blob on skin under a dermoscope's dark vignette; its colour, size, border
-irregularity and texture (dots, streaks, network, veil, vessels, scale, white centre, lacunae)
-depend on the class, with enough per-lesion and per-image variation that no single pixel decides it.
-Several images of one lesion differ by crop, rotation and brightness. Rendering is vectorised numpy.
+Each lesion is a blob on skin under a dermoscope's vignette; its colour, size, border and textures
+depend on its class, varied enough per lesion and per image that no single pixel decides it.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from numpy.random import Generator
 from PIL import Image
 
-from lesionlib.datasets import ISIC2019_GROUND_TRUTH, ISIC2019_IMAGES, ISIC2019_METADATA
-from lesionlib.labels import BINARY_CLASSES, ISIC2019_CLASSES
+from lesionlib import layouts
+from lesionlib.layouts import BINARY_CLASSES, ISIC2019_CLASSES
 from lesionlib.settings import cache_dir
 
 SAMPLE_VERSION = "v1"
-
-ISIC2019_COUNTS: dict[str, int] = {
-    "MEL": 4522,
-    "NV": 12875,
-    "BCC": 3323,
-    "AK": 867,
-    "BKL": 2624,
-    "DF": 239,
-    "VASC": 253,
-    "SCC": 628,
-}
+ISIC2019_COUNTS = dict(MEL=4522, NV=12875, BCC=3323, AK=867, BKL=2624, DF=239, VASC=253, SCC=628)
 """Images per class in the ISIC 2019 training set: the synthetic sample's class proportions."""
-
 MIN_LESIONS_PER_CLASS = 4
 
 _TEXTURES = ("dots", "streaks", "network", "veil", "vessels", "scale", "white_centre", "lacunae")
 _TEXTURE_COLOURS = {
-    "streaks": (45, 30, 25),
-    "network": (70, 45, 30),
-    "veil": (75, 82, 105),
-    "vessels": (175, 35, 45),
-    "scale": (238, 228, 215),
-    "white_centre": (240, 232, 225),
+    "streaks": (45, 30, 25), "network": (70, 45, 30), "veil": (75, 82, 105),
+    "vessels": (175, 35, 45), "scale": (238, 228, 215), "white_centre": (240, 232, 225),
     "lacunae": (110, 15, 45),
-}
+}  # fmt: skip
 # colour (RGB), radius (fraction of the half-width), border irregularity, eccentricity, edge
 # sharpness, colour of the dots, and the strength of each texture (0 = never).
 _STYLES: dict[str, dict] = {
@@ -75,7 +58,7 @@ _CHUNK = 256
 
 
 def _class_counts(classes: Sequence[str], n_lesions: int, imbalance: bool) -> np.ndarray:
-    """Lesions per class: ISIC 2019 proportions (or equal) with at least a few of each."""
+    """Lesions per class: ISIC 2019 proportions (or equal), at least a few of each."""
     k = len(classes)
     if n_lesions < k:
         raise ValueError(f"n_lesions={n_lesions} is below the number of classes ({k})")
@@ -88,7 +71,7 @@ def _class_counts(classes: Sequence[str], n_lesions: int, imbalance: bool) -> np
     return counts + floor
 
 
-def _lesion_params(styles: Sequence[str], rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _lesion_params(styles: Sequence[str], rng: Generator) -> dict[str, np.ndarray]:
     """Per-lesion appearance: the class style with random variation."""
     n = len(styles)
     table = [_STYLES[s] for s in styles]
@@ -100,9 +83,9 @@ def _lesion_params(styles: Sequence[str], rng: np.random.Generator) -> dict[str,
         base = np.array([t[key] for t in table], dtype=float)
         return base * rng.uniform(*shade, (n, 1)) + rng.normal(0, spread, (n, 3))
 
+    skin = np.array([226.0, 186, 160]) * rng.uniform(0.78, 1.04, (n, 1)) + rng.normal(0, 4, (n, 3))
     params = {
-        "skin": np.array([226.0, 186, 160]) * rng.uniform(0.78, 1.04, (n, 1))
-        + rng.normal(0, 4, (n, 3)),
+        "skin": skin,
         "colour": colour("colour", (0.8, 1.15), 7),
         "dot_colour": colour("dot_colour", (0.85, 1.15), 8),
         "radius": column("radius") * rng.uniform(0.75, 1.25, n),
@@ -122,45 +105,27 @@ def _lesion_params(styles: Sequence[str], rng: np.random.Generator) -> dict[str,
     return params
 
 
-def _image_params(lesion: dict[str, np.ndarray], index: np.ndarray, rng: np.random.Generator):
-    """Per-image parameters: the lesion's, with a slightly different crop, rotation, brightness."""
-    params = {key: value[index] for key, value in lesion.items()}
-    n = len(index)
-    params["cx"] = rng.normal(0, 0.06, n)
-    params["cy"] = rng.normal(0, 0.06, n)
-    params["angle"] = params["angle"] + rng.normal(0, 0.3, n)
-    params["radius"] = params["radius"] * rng.uniform(0.93, 1.07, n)
-    params["brightness"] = rng.uniform(0.88, 1.1, n)
-    params["vignette"] = rng.uniform(0.5, 0.9, n)
-    return params
-
-
-def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
+def _render(p: dict[str, np.ndarray], size: int, rng: Generator) -> np.ndarray:
     """Draw ``len(p['cx'])`` images of ``size`` x ``size`` pixels: uint8 array (N, H, W, 3)."""
     p = {key: value.astype(np.float32) for key, value in p.items()}  # float32: twice as fast
     n = len(p["cx"])
-
-    def col(key: str) -> np.ndarray:  # per-image scalar, broadcast over pixels
-        return p[key][:, None, None]
-
+    col = {key: value[:, None, None] for key, value in p.items()}  # broadcast over the pixels
     grid = np.linspace(-1, 1, size, dtype=np.float32)
     yy, xx = np.meshgrid(grid, grid, indexing="ij")
-    x, y = xx[None] - col("cx"), yy[None] - col("cy")
-    cos, sin = np.cos(col("angle")), np.sin(col("angle"))
+    x, y = xx[None] - col["cx"], yy[None] - col["cy"]
+    cos, sin = np.cos(col["angle"]), np.sin(col["angle"])
     u = cos * x + sin * y
-    v = (-sin * x + cos * y) / (1 - col("ecc"))
+    v = (-sin * x + cos * y) / (1 - col["ecc"])
     rho, theta = np.hypot(u, v), np.arctan2(v, u)
     lobes, phase = p["lobes"][:, :, None, None], p["lobe_phase"][:, :, None, None]
     wobble = (np.sin(lobes * theta[:, None] + phase) * [[[[1.0]], [[0.6]]]]).sum(axis=1)
-    d = rho / (col("radius") * (1 + col("irregular") * wobble))  # < 1 inside the lesion
-    inside = 1 / (1 + np.exp(-(1 - d) * col("sharp")))
-
+    d = rho / (col["radius"] * (1 + col["irregular"] * wobble))  # < 1 inside the lesion
+    inside = 1 / (1 + np.exp(-(1 - d) * col["sharp"]))
     wave = p["skin_wave"][:, :, None, None]
     skin_shade = 1 + wave[:, 0] * np.sin(2.5 * xx + 1.3) + wave[:, 1] * np.cos(3.1 * yy)
     skin = p["skin"][:, None, None, :] * skin_shade[..., None]
     lesion = p["colour"][:, None, None, :] * (0.78 + 0.3 * np.clip(d, 0, 1))[..., None]
-
-    f, ph = col("freq"), p["tex_phase"][:, :, None, None]
+    f, ph = col["freq"], p["tex_phase"][:, :, None, None]
     core = d < 0.95
     fields = {
         "dots": (np.sin(f * u + ph[:, 0]) * np.sin(f * v + ph[:, 1]) > 0.75) & core,
@@ -174,28 +139,29 @@ def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np
     }
     for name, field in fields.items():
         colour = p["dot_colour"] if name == "dots" else np.float32(_TEXTURE_COLOURS[name])
-        alpha = (col(name) * field * (d < 1))[..., None]
+        alpha = (col[name] * field * (d < 1))[..., None]
         lesion += alpha * (np.broadcast_to(colour, (n, 3))[:, None, None, :] - lesion)
-
     image = skin * (1 - inside[..., None]) + lesion * inside[..., None]
     edge = np.clip((np.hypot(xx, yy) - 0.8) / 0.45, 0, 1)[None] ** 1.5
-    image = image * ((1 - col("vignette") * edge) * col("brightness"))[..., None]
+    image = image * ((1 - col["vignette"] * edge) * col["brightness"])[..., None]
     image += 6 * rng.standard_normal(image.shape, dtype=np.float32)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
 def _write_images(
-    styles: Sequence[str],
-    lesion_of_image: np.ndarray,
-    paths: Sequence[Path],
-    size: int,
-    rng: np.random.Generator,
+    styles: Sequence[str], lesions: np.ndarray, paths: Sequence[Path], size: int, rng: Generator
 ) -> None:
-    """Render and save one JPEG per entry of ``paths`` (image i shows lesion lesion_of_image[i])."""
+    """Render and save one JPEG per path: image i shows lesion ``lesions[i]`` (of style
+    ``styles[lesions[i]]``), each time with a slightly different crop, rotation and brightness."""
     lesion = _lesion_params(styles, rng)
     for start in range(0, len(paths), _CHUNK):
-        index = lesion_of_image[start : start + _CHUNK]
-        pixels = _render(_image_params(lesion, index, rng), size, rng)
+        index = lesions[start : start + _CHUNK]
+        p, n = {key: value[index] for key, value in lesion.items()}, len(index)
+        p.update(cx=rng.normal(0, 0.06, n), cy=rng.normal(0, 0.06, n))
+        p.update(angle=p["angle"] + rng.normal(0, 0.3, n))
+        p.update(radius=p["radius"] * rng.uniform(0.93, 1.07, n))
+        p.update(brightness=rng.uniform(0.88, 1.1, n), vignette=rng.uniform(0.5, 0.9, n))
+        pixels = _render(p, size, rng)
         for array, path in zip(pixels, paths[start : start + _CHUNK], strict=True):
             Image.fromarray(array).save(path, quality=92)
 
@@ -209,12 +175,10 @@ def write_isic2019_sample(
     seed: int = 0,
     imbalance: bool = True,
 ) -> Path:
-    """Write a synthetic sample in the official ISIC 2019 layout under ``root``; returns ``root``.
+    """Write a synthetic sample in the official ISIC 2019 layout under ``root`` and return it.
 
-    Ground truth with ``0.0/1.0`` one-hot (+ UNK) and CRLF, the 5-column metadata with lesion ids
-    (empty for a few single-image lesions, as in the real file) and JPEGs in
-    ``ISIC_2019_Training_Input/``. Class frequencies follow ISIC 2019 (NV the majority) when
-    ``imbalance``, with at least 4 lesions per class. Deterministic for a seed.
+    Like the real files: 0.0/1.0 one-hot (+ UNK) with CRLF, the 5-column metadata with lesion ids
+    (empty for a few single-image lesions), JPEGs; ISIC 2019 class proportions when ``imbalance``.
     """
     unknown = [c for c in classes if c not in ISIC2019_CLASSES]
     if unknown:
@@ -228,41 +192,27 @@ def write_isic2019_sample(
         )
     rng = np.random.default_rng(seed)
     root = Path(root)
-    images_dir = root / ISIC2019_IMAGES
-    images_dir.mkdir(parents=True, exist_ok=True)
-
+    (root / layouts.ISIC2019_IMAGES).mkdir(parents=True, exist_ok=True)
     counts = _class_counts(classes, n_lesions, imbalance)
     lesion_class = rng.permutation(np.repeat(np.asarray(classes), counts))
     n_images = rng.integers(low, high + 1, n_lesions)
     lesion_of_image = rng.permutation(np.repeat(np.arange(n_lesions), n_images))
-    image_ids = [f"ISIC_{i:07d}" for i in range(len(lesion_of_image))]
-    _write_images(
-        lesion_class,
-        lesion_of_image,
-        [images_dir / f"{i}.jpg" for i in image_ids],
-        image_size,
-        rng,
-    )
-
-    labels = lesion_class[lesion_of_image]
-    truth = pd.DataFrame({"image": image_ids})
-    for name in (*ISIC2019_CLASSES, "UNK"):
-        truth[name] = (labels == name).astype(float)
-    truth.to_csv(root / ISIC2019_GROUND_TRUTH, index=False, lineterminator="\r\n")
-
+    ids = [f"ISIC_{i:07d}" for i in range(len(lesion_of_image))]
+    paths = [root / layouts.ISIC2019_IMAGES / f"{i}.jpg" for i in ids]
+    _write_images(lesion_class, lesion_of_image, paths, image_size, rng)
+    crlf: dict = dict(index=False, lineterminator="\r\n")  # as in the official files
+    onehot = {c: (lesion_class[lesion_of_image] == c) * 1.0 for c in (*ISIC2019_CLASSES, "UNK")}
+    pd.DataFrame({"image": ids} | onehot).to_csv(root / layouts.ISIC2019_GROUND_TRUTH, **crlf)
     lesion_ids = np.array([f"IL_{i:07d}" for i in rng.permutation(n_lesions)], dtype=object)
     lesion_ids[(n_images == 1) & (rng.random(n_lesions) < 0.1)] = ""
-    pd.DataFrame(
-        {
-            "image": image_ids,
-            "age_approx": (rng.integers(4, 18, n_lesions) * 5.0)[lesion_of_image],
-            "anatom_site_general": rng.choice(_SITES, n_lesions)[lesion_of_image],
-            "lesion_id": lesion_ids[lesion_of_image],
-            "sex": rng.choice(["male", "female", ""], n_lesions, p=[0.48, 0.48, 0.04])[
-                lesion_of_image
-            ],
-        }
-    ).to_csv(root / ISIC2019_METADATA, index=False, lineterminator="\r\n")
+    per_lesion = {
+        "age_approx": rng.integers(4, 18, n_lesions) * 5.0,
+        "anatom_site_general": rng.choice(_SITES, n_lesions),
+        "lesion_id": lesion_ids,
+        "sex": rng.choice(["male", "female", ""], n_lesions, p=[0.48, 0.48, 0.04]),
+    }
+    meta = {"image": ids} | {k: v[lesion_of_image] for k, v in per_lesion.items()}
+    pd.DataFrame(meta).to_csv(root / layouts.ISIC2019_METADATA, **crlf)
     return root
 
 
@@ -274,11 +224,8 @@ def write_imagefolder_sample(
     seed: int = 0,
     splits: Sequence[str] = ("train", "test"),
 ) -> Path:
-    """Write ``root/<split>/<class>/*.jpg`` (or ``root/<class>/*.jpg`` when ``splits`` is empty),
-    ``n_per_class`` images per class and split, one image per lesion; returns ``root``.
-
-    Classes are ISIC 2019 codes or ``benign`` (NV/BKL-like) / ``malignant`` (MEL-like).
-    """
+    """Write ``root/<split>/<class>/*.jpg`` (``root/<class>/`` without ``splits``), one image per
+    lesion; classes: ISIC 2019 codes, ``benign`` (NV/BKL-like) or ``malignant`` (MEL-like)."""
     allowed = (*ISIC2019_CLASSES, *_BINARY_STYLES)
     unknown = [c for c in classes if c not in allowed]
     if unknown:
@@ -291,34 +238,27 @@ def write_imagefolder_sample(
         for name in classes:
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
-            choices = _BINARY_STYLES.get(name, (name,))
-            styles.extend(rng.choice(choices, n_per_class))
-            paths.extend(
-                folder / f"{name}_{split or 'all'}_{i:04d}.jpg" for i in range(n_per_class)
-            )
+            styles.extend(rng.choice(_BINARY_STYLES.get(name, (name,)), n_per_class))
+            paths += [folder / f"{name}_{split or 'all'}_{i:04d}.jpg" for i in range(n_per_class)]
     _write_images(styles, np.arange(len(paths)), paths, image_size, rng)
     return root
 
 
 def default_sample(layout: str = "isic2019") -> Path:
-    """The embedded default sample, written once under ``cache_dir()/synthetic-<layout>-v1``.
-
-    ``"isic2019"``: the 8-class ISIC 2019 layout; ``"imagefolder"``: the binary ImageFolder one.
-    Written to a temporary folder and renamed, so an interrupted write never leaves half a sample.
-    """
+    """The default sample (``"isic2019"``: 8 classes; ``"imagefolder"``: benign/malignant),
+    written once under ``cache_dir()``: in a temporary folder then renamed, never half."""
     writers = {"isic2019": write_isic2019_sample, "imagefolder": write_imagefolder_sample}
     if layout not in writers:
         raise ValueError(f"unknown synthetic layout {layout!r}; expected one of {list(writers)}")
     target = cache_dir() / f"synthetic-{layout}-{SAMPLE_VERSION}"
     if target.is_dir():
         return target
-    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    temporary = tempfile.TemporaryDirectory(prefix=f".{target.name}-", dir=target.parent)
+    with temporary as partial:  # removed whatever happens: never half a sample
         writers[layout](partial)
-        os.replace(partial, target)
-    except OSError:
-        if not target.is_dir():  # not a concurrent writer that finished first
-            raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            os.replace(partial, target)
+        except OSError:
+            if not target.is_dir():  # not a concurrent writer that finished first
+                raise
     return target

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from lesionlib.cache import prepare_cache
-from lesionlib.datasets import DatasetError
+from lesionlib.layouts import DatasetError
 
 SIZE = 64
 RED, BLUE = (220, 30, 30), (30, 30, 220)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import random
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import OneCycleLR
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lesionlib.models import build_model
 from lesionlib.train import (
     CheckpointError,
+    RunRecord,
     fit,
     load_checkpoint,
     load_model,
@@ -21,7 +28,6 @@ from lesionlib.train import (
 )
 
 CLASSES = ["MEL", "NV", "BCC"]
-SETTINGS = {"model": "mlp", "image_size": 16, "note": "test"}
 
 
 class NoisyData(Dataset):
@@ -35,6 +41,7 @@ class NoisyData(Dataset):
         self.x[torch.arange(n), self.y] += 1.0
         self.interrupt_after: int | None = None
         self.served = 0
+        self.classes = CLASSES
 
     def __len__(self) -> int:
         return len(self.y)
@@ -66,10 +73,13 @@ def _loaders(train: Dataset) -> dict[str, DataLoader]:
     }
 
 
-def _fit(model, loaders, path, **kw):
+def _fit(model, loaders, path, epochs=3, **kw):
+    """fit with Adam and OneCycleLR (lr 1e-2), checkpointing to ``path``."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    scheduler = OneCycleLR(optimizer, 1e-2, epochs=epochs, steps_per_epoch=len(loaders["train"]))
     return fit(
-        model, loaders, 3, lr=1e-2, progress=False, checkpoint_path=path,
-        settings=SETTINGS, classes=CLASSES, **kw,
+        model, loaders, optimizer, epochs, scheduler=scheduler, checkpoint_path=path,
+        progress=False, **kw,
     )  # fmt: skip
 
 
@@ -107,7 +117,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, capsys
     a, b = (load_checkpoint(tmp_path / name) for name in ("straight.pt", "resumed.pt"))
     assert _same_tensors(a["model"], b["model"])  # the last epoch's weights too, not just the best
     assert a["optimizer"]["state"][0]["step"] == b["optimizer"]["state"][0]["step"]
-    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert a["scheduler"] == b["scheduler"]
 
 
 def test_checkpoint_is_plain_data_loadable_with_weights_only(tmp_path):
@@ -115,10 +125,10 @@ def test_checkpoint_is_plain_data_loadable_with_weights_only(tmp_path):
     model = _mlp()
     result = _fit(model, _loaders(NoisyData()), tmp_path / "run" / "checkpoint.pt")
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
-    assert state["epoch"] == 3 and state["settings"] == SETTINGS and state["classes"] == CLASSES
-    assert state["history"] == result.history and state["best_epoch"] == result.best_epoch
+    assert state["epoch"] == 3 and state["run"]["classes"] == CLASSES and state["run"]["seed"] == 0
+    assert state["history"] == result.history
     assert _same_tensors(state["best_state"], model.state_dict())
-    assert {"python", "numpy", "torch", "cuda", "loaders"} <= set(state["rng"])
+    assert "rng" not in state  # each epoch is seeded from (seed, epoch): no RNG state to save
     assert not (tmp_path / "run" / "checkpoint.pt.tmp").exists()
 
 
@@ -139,7 +149,7 @@ def test_resume_without_a_checkpoint_starts_fresh_and_says_so(tmp_path, capsys):
     assert len(result.history) == 3 and (tmp_path / "new.pt").is_file()
     assert f"No checkpoint at {tmp_path / 'new.pt'}" in capsys.readouterr().out
     with pytest.raises(ValueError, match="resume=True needs checkpoint_path"):
-        fit(_mlp(), _loaders(NoisyData()), 1, resume=True, progress=False)
+        _fit(_mlp(), _loaders(NoisyData()), None, resume=True)
 
 
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
@@ -147,12 +157,25 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     path = tmp_path / "c.pt"
     _fit(_mlp(), _loaders(NoisyData()), path)
     with pytest.raises(CheckpointError, match=r"epochs: 3 in the checkpoint, 5 now") as info:
-        fit(_mlp(), _loaders(NoisyData()), 5, lr=1e-2, progress=False, checkpoint_path=path,
-            resume=True, settings=SETTINGS, classes=CLASSES)  # fmt: skip
+        _fit(_mlp(), _loaders(NoisyData()), path, epochs=5, resume=True)
     assert str(path) in str(info.value)
+    relabelled = NoisyData()
+    relabelled.classes = ["benign", "malignant", "other"]
     with pytest.raises(CheckpointError, match=r"classes: \['MEL', 'NV', 'BCC'\] in the checkpoint"):
-        fit(_mlp(), _loaders(NoisyData()), 3, lr=1e-2, progress=False, checkpoint_path=path,
-            resume=True, settings=SETTINGS, classes=["benign", "malignant", "other"])  # fmt: skip
+        _fit(_mlp(), _loaders(relabelled), path, resume=True)
+    with pytest.raises(CheckpointError, match=r"seed: 0 in the checkpoint, 1 now"):
+        _fit(_mlp(), _loaders(NoisyData()), path, resume=True, seed=1)
+    with pytest.raises(
+        CheckpointError,
+        match=(
+            r"optimizer: 'Adam\(lr=0.01, betas=\(0.9, 0.999\), weight_decay=0\)' in the "
+            r"checkpoint, 'SGD\(lr=0.01, momentum=0, weight_decay=0\)' now; "
+            r"scheduler: 'OneCycleLR' in the checkpoint, None now"
+        ),
+    ):
+        model = _mlp()
+        sgd = torch.optim.SGD(model.parameters(), lr=1e-2)
+        fit(model, _loaders(NoisyData()), sgd, 3, checkpoint_path=path, resume=True, progress=False)
     wider = nn.Sequential(nn.Flatten(), nn.Linear(768, 32), nn.ReLU(), nn.Linear(32, 3))
     with pytest.raises(CheckpointError, match="different model"):
         _fit(wider, _loaders(NoisyData()), path, resume=True)
@@ -195,20 +218,25 @@ def test_unreadable_or_foreign_files_give_an_error_naming_them(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
-def test_settings_must_be_json_safe(tmp_path):
-    with pytest.raises(ValueError, match="JSON-safe.*str\\(\\)"):
-        fit(_mlp(), _loaders(NoisyData()), 1, progress=False, settings={"data": tmp_path})
-    with pytest.raises(ValueError, match=r"settings\['image_size'\]"):
-        save_model(tmp_path / "m.pt", _mlp(), CLASSES, {"model": "simplecnn"})
+def _record(**changes) -> RunRecord:
+    values = dict(model="simplecnn", classes=CLASSES, image_size=32, weights="none (random init)")
+    return RunRecord(**{**values, "data": "data/x", "layout": "isic2019", **changes})
+
+
+def test_the_run_record_must_be_json_safe(tmp_path):
+    with pytest.raises(ValueError, match="JSON values.*str\\(\\)"):
+        _record(data=tmp_path)
+    with pytest.raises(TypeError, match="image_size"):
+        RunRecord(model="simplecnn", classes=CLASSES, weights="x", data="d", layout="isic2019")
 
 
 def test_save_model_and_load_model_round_trip_gives_identical_predictions(tmp_path):
     torch.manual_seed(0)
     model = build_model("simplecnn", 3, pretrained=False, image_size=32).eval()
-    settings = {"model": "simplecnn", "image_size": 32, "epochs": 2}
-    path = save_model(tmp_path / "out" / "model.pt", model, CLASSES, settings)
-    loaded, classes, stored = load_model(path, device="cpu")
-    assert classes == CLASSES and stored == {**settings, "num_classes": 3}
+    record = _record(recipe={"epochs": 2}, split_sizes={"train": 7, "test": 3})
+    path = save_model(tmp_path / "out" / "model.pt", model, record)
+    loaded, stored = load_model(path, device="cpu")
+    assert stored == record and stored.classes == CLASSES and stored.recipe == {"epochs": 2}
     assert not loaded.training
     images = torch.randn(10, 3, 32, 32)
     loader = DataLoader(TensorDataset(images, torch.arange(10) % 3), batch_size=4)
@@ -217,3 +245,28 @@ def test_save_model_and_load_model_round_trip_gives_identical_predictions(tmp_pa
     assert (expected == got).all()
     with pytest.raises(CheckpointError, match="model.pt is not a lesionlib checkpoint"):
         load_checkpoint(path)
+
+
+def test_a_run_killed_after_an_epoch_resumes_to_the_uninterrupted_history(tmp_path):
+    """The issue's reproduction: SIGKILL as soon as the first checkpoint exists, as a Colab
+    disconnect kills a run, then the same command with --resume, in new processes."""
+    command = [sys.executable, "-m", "lesionlib", "train", "--model", "simplecnn", "--seed", "3"]
+    command += ["--image-size", "32", "--epochs", "3", "--num-workers", "2", "--quiet", "--out"]
+    subprocess.run([*command, str(tmp_path / "A")], check=True, capture_output=True)
+    killed = subprocess.Popen([*command, str(tmp_path / "B")], stdout=subprocess.DEVNULL)
+    checkpoint = tmp_path / "B" / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert load_checkpoint(checkpoint)["epoch"] < 3
+    subprocess.run([*command, str(tmp_path / "B"), "--resume"], check=True, capture_output=True)
+    a, b = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in "AB")
+
+    def without_time(history: list[dict]) -> list[dict]:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+    assert len(a["history"]) == 3 and without_time(b["history"]) == without_time(a["history"])
+    assert b["balanced_accuracy"] == a["balanced_accuracy"] and b["accuracy"] == a["accuracy"]

@@ -11,11 +11,12 @@ from PIL import Image
 
 from lesionlib import cli
 from lesionlib.cli import main
-from lesionlib.datasets import DatasetError, load_table
+from lesionlib.datasets import load_table
+from lesionlib.layouts import DatasetError
 from lesionlib.models import build_model
 from lesionlib.settings import cache_dir
 from lesionlib.synthetic import default_sample
-from lesionlib.train import load_model, save_model
+from lesionlib.train import RunRecord, load_model, save_model
 
 METRIC_KEYS = {
     "accuracy",
@@ -36,12 +37,15 @@ def test_train_on_the_embedded_sample_then_evaluate_its_model(
     assert "No --data given: using the embedded synthetic sample" in capsys.readouterr().out
 
     metrics = json.loads((out / "metrics.json").read_text())
-    assert METRIC_KEYS | {"history", "settings"} <= set(metrics)
-    _, classes, settings = load_model(out / "model.pt", "cpu")
+    assert METRIC_KEYS | {"history", "run"} <= set(metrics)
+    _, record = load_model(out / "model.pt", "cpu")
+    classes = record.classes
     assert metrics["classes"] == classes == list(metrics["per_class"])
-    assert settings["image_size"] == 32 and settings["epochs"] == 1
+    assert record.image_size == 32 and record.recipe["epochs"] == 1
+    assert metrics["run"] == record.as_dict()  # one run record: the model file and metrics.json
+    assert record.data == str(default_sample()) and record.layout == "isic2019"
     assert [row["epoch"] for row in metrics["history"]] == [1]
-    test_size = metrics["settings"]["split_sizes"]["test"]
+    test_size = metrics["run"]["split_sizes"]["test"]
     assert sum(map(sum, metrics["confusion_matrix"])) == test_size
 
     report = tmp_path / "eval" / "metrics.json"
@@ -63,7 +67,8 @@ def _folder(root: Path, classes: list[str]) -> Path:
 
 def _untrained_model(path: Path, classes: list[str]) -> Path:
     model = build_model("simplecnn", len(classes), pretrained=False, image_size=32)
-    return save_model(path, model, classes, {"model": "simplecnn", "image_size": 32})
+    record = RunRecord("simplecnn", classes, 32, model.pretrained_source, "data/x", "imagefolder")
+    return save_model(path, model, record)
 
 
 def test_evaluate_scores_with_the_checkpoints_classes(tmp_path: Path) -> None:
@@ -135,7 +140,15 @@ def test_evaluate_reads_images_through_the_cache_the_model_was_trained_with(
     out, report = tmp_path / "run", tmp_path / "eval.json"
     tiny = ["--epochs", "1", "--image-size", "32", "--num-workers", "0", "--quiet"]
     assert main(["train", *tiny, "--cache-size", "40", "--out", str(out)]) == 0
-    assert load_model(out / "model.pt", "cpu")[2]["cache_size"] == 40
+    assert load_model(out / "model.pt", "cpu")[1].cache_size == 40
     assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--out", str(report)]) == 0
-    assert json.loads(report.read_text())["settings"]["cache_size"] == 40
+    assert json.loads(report.read_text())["evaluation"]["cache_size"] == 40
     assert len(list((tmp_path / "cache" / "resized" / "40").glob("*.jpg"))) > 0
+
+
+def test_train_refuses_an_unknown_optimizer_or_scheduler(capsys: pytest.CaptureFixture[str]):
+    for option in (["--optimizer", "rmsprop"], ["--scheduler", "cosine"]):
+        with pytest.raises(SystemExit) as info:
+            main(["train", *option])
+        assert info.value.code == 2
+        assert "invalid choice" in capsys.readouterr().err

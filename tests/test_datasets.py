@@ -14,23 +14,22 @@ import pytest
 import torch
 from PIL import Image
 
-from lesionlib import datasets
+from lesionlib import images
 from lesionlib.datasets import (
-    DatasetError,
     LesionDataset,
     classes_of,
     limit_train,
-    load_image,
     load_table,
     read_ham10000,
-    read_image,
     read_imagefolder,
     read_isic2016,
     read_isic2019,
-    save_uploads,
+    restrict_classes,
     split_table,
 )
-from lesionlib.labels import ISIC2019_CLASSES
+from lesionlib.images import load_image, read_image, save_uploads
+from lesionlib.layouts import ISIC2019_CLASSES, DatasetError
+from lesionlib.settings import LesionlibError
 from lesionlib.synthetic import write_isic2019_sample
 
 HEADER = "image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK"
@@ -53,7 +52,7 @@ def _isic2019(
     *,
     fmt: str = "{:.1f}",
     newline: str = "\r\n",
-    images: bool = True,
+    with_images: bool = True,
     metadata: str | None = None,
 ) -> Path:
     """Write ISIC 2019 ground truth for ``{image_id: class}`` (+ images, + metadata text)."""
@@ -62,7 +61,7 @@ def _isic2019(
     (root / "ISIC_2019_Training_GroundTruth.csv").write_bytes(
         (newline.join(lines) + newline).encode()
     )
-    if images:
+    if with_images:
         for image_id in labels:
             _jpg(root / "ISIC_2019_Training_Input" / f"{image_id}.jpg")
     if metadata is not None:
@@ -174,6 +173,7 @@ def test_missing_csv_names_path_and_readme(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="data/README.md") as info:
         read_isic2019(tmp_path)
     assert str(tmp_path / "ISIC_2019_Training_GroundTruth.csv") in str(info.value)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, LesionlibError)
     with pytest.raises(DatasetError, match="HAM10000_metadata.csv"):
         read_ham10000(tmp_path)
 
@@ -305,13 +305,17 @@ def test_imagefolder_rejects_empty_class_folder(tmp_path: Path) -> None:
 def test_load_table_dispatch(tmp_path: Path) -> None:
     _jpg(tmp_path / "folder" / "a" / "x.jpg")
     assert classes_of(load_table(tmp_path / "folder", "imagefolder")) == ["a"]
-    table = load_table(
-        tmp_path / "synthetic", "synthetic", n_lesions=8, classes=("MEL", "NV"), image_size=32
+    root = write_isic2019_sample(
+        tmp_path / "synthetic", n_lesions=8, classes=("MEL", "NV"), image_size=32
     )
+    assert classes_of(load_table(root, "isic2019")) == list(ISIC2019_CLASSES)  # all 8, in order
+    table = restrict_classes(load_table(root, "isic2019"))
     assert classes_of(table) == ["MEL", "NV"]
     assert sorted(table["target"].unique()) == [0, 1]
-    with pytest.raises(ValueError, match="unknown layout"):
-        load_table(tmp_path, "coco")
+    assert table.attrs["source"] == str(root / "ISIC_2019_Training_GroundTruth.csv")
+    for layout in ("coco", "synthetic"):  # the sample is written by lesionlib.synthetic
+        with pytest.raises(ValueError, match="unknown layout"):
+            load_table(root, layout)
 
 
 # --------------------------------------------------------------------------- splits
@@ -426,7 +430,7 @@ def test_read_image_gives_load_image_pixels_as_a_chw_tensor(tmp_path: Path) -> N
 @pytest.fixture
 def fresh_decoder():
     """Let a test choose the JPEG decoder anew, and forget its choice afterwards."""
-    chooser = datasets.jpeg_decoder  # the cached function itself, even if a test replaces it
+    chooser = images.jpeg_decoder  # the cached function itself, even if a test replaces it
     chooser.cache_clear()
     yield
     chooser.cache_clear()
@@ -435,22 +439,22 @@ def fresh_decoder():
 def test_read_image_decodes_jpegs_with_torchcodec_else_pillow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_decoder: None
 ) -> None:
-    assert datasets.jpeg_decoder()[0].startswith("torchcodec 0.")  # requirements.txt installs it
+    assert images.jpeg_decoder()[0].startswith("torchcodec 0.")  # requirements.txt installs it
     pixels = np.random.default_rng(1).integers(0, 255, (10, 14, 3), dtype=np.uint8)
     jpeg = _save(tmp_path / "a.jpg", Image.fromarray(pixels))
     png = _save(tmp_path / "a.png", Image.fromarray(pixels))
-    name, real_decoder = datasets.jpeg_decoder()
+    name, real_decoder = images.jpeg_decoder()
     calls: list[int] = []
 
     def counting_decoder(data: bytes) -> torch.Tensor:
         calls.append(len(data))
         return real_decoder(data)
 
-    monkeypatch.setattr(datasets, "jpeg_decoder", lambda: (name, counting_decoder))
+    monkeypatch.setattr(images, "jpeg_decoder", lambda: (name, counting_decoder))
     fast = read_image(jpeg)
     read_image(png)
     assert calls == [jpeg.stat().st_size]  # the JPEG only; the PNG went through Pillow
-    monkeypatch.setattr(datasets, "jpeg_decoder", lambda: ("Pillow", None))
+    monkeypatch.setattr(images, "jpeg_decoder", lambda: ("Pillow", None))
     assert torch.equal(read_image(jpeg), fast)
 
 
@@ -465,8 +469,8 @@ def _broken_decoder() -> Callable[[bytes], torch.Tensor]:
 def test_every_jpeg_decoder_gives_pillows_pixels(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_decoder: None, decoder: str
 ) -> None:
-    monkeypatch.setattr(datasets, "JPEG_DECODERS", {decoder: datasets.JPEG_DECODERS[decoder]})
-    assert datasets.jpeg_decoder()[0].startswith(decoder + " ")
+    monkeypatch.setattr(images, "JPEG_DECODERS", {decoder: images.JPEG_DECODERS[decoder]})
+    assert images.jpeg_decoder()[0].startswith(decoder + " ")
     pixels = np.random.default_rng(2).integers(0, 255, (12, 20, 3), dtype=np.uint8)
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise
@@ -485,12 +489,12 @@ def test_a_decoder_that_imports_but_cannot_decode_is_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_decoder: None
 ) -> None:
     """As on Colab, where a CUDA 13 torchcodec imports but its image library won't load."""
-    chain = {**datasets.JPEG_DECODERS, "torchcodec": _broken_decoder}  # same order
-    monkeypatch.setattr(datasets, "JPEG_DECODERS", chain)
-    assert datasets.jpeg_decoder()[0].startswith("torchvision.io 0.")
-    monkeypatch.setattr(datasets, "JPEG_DECODERS", {"torchcodec": _broken_decoder})
-    datasets.jpeg_decoder.cache_clear()
-    name, decode = datasets.jpeg_decoder()
+    chain = {**images.JPEG_DECODERS, "torchcodec": _broken_decoder}  # same order
+    monkeypatch.setattr(images, "JPEG_DECODERS", chain)
+    assert images.jpeg_decoder()[0].startswith("torchvision.io 0.")
+    monkeypatch.setattr(images, "JPEG_DECODERS", {"torchcodec": _broken_decoder})
+    images.jpeg_decoder.cache_clear()
+    name, decode = images.jpeg_decoder()
     assert decode is None and name.startswith("Pillow ") and "libcudart.so.13" in name
     path = _save(tmp_path / "a.jpg", Image.new("RGB", (6, 4), (200, 10, 10)))
     assert read_image(path).shape == (3, 4, 6)
@@ -500,7 +504,7 @@ def test_without_torchcodec_lesionlib_says_so_and_decodes_with_torchvision(tmp_p
     path = _save(tmp_path / "a.jpg", Image.new("RGB", (6, 4), (200, 10, 10)))
     script = (
         "import sys; sys.modules['torchcodec'] = None  # as if it were not installed\n"
-        "from lesionlib.datasets import jpeg_decoder, read_image\n"
+        "from lesionlib.images import jpeg_decoder, read_image\n"
         "from lesionlib.train import print_environment\n"
         f"print_environment(); print(tuple(read_image({str(path)!r}).shape))\n"
     )

@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from lesionlib import download as dl
@@ -625,7 +626,7 @@ def test_the_colab_path_downloads_caches_and_trains(
     assert all(Path(p).is_relative_to(tmp_path / "cache") for p in table["path"])
     loaders = make_loaders(table, 16, batch_size=2, num_workers=0)
     model = build_model("simplecnn", 2, pretrained=False, image_size=16)
-    result = fit(model, loaders, 1, progress=False)
+    result = fit(model, loaders, torch.optim.Adam(model.parameters()), 1, progress=False)
     probs, targets = predict(model, loaders["test"])
     assert len(result.history) == 1 and probs.shape == (2, 2) and targets.tolist() == [0, 1]
 

@@ -19,8 +19,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
 
 from lesionlib import plots  # noqa: E402
 from lesionlib.datasets import read_ham10000  # noqa: E402
-from lesionlib.labels import HAM10000_TO_ISIC2019  # noqa: E402
+from lesionlib.layouts import HAM10000_TO_ISIC2019  # noqa: E402
 from lesionlib.metrics import evaluate_predictions, reliability_bins  # noqa: E402
+from lesionlib.train import best_epoch_of  # noqa: E402
 from lesionlib.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 CLASSES = ["MEL", "NV", "BCC"]
@@ -215,6 +216,21 @@ def test_history_without_validation_and_as_dataframe():
     with pytest.raises(ValueError, match="f1"):
         plots.plot_history(HISTORY, metrics=("loss", "f1"))
     assert len(plt.get_fignums()) == figures_before  # no half-drawn figure left open
+
+
+def test_history_best_epoch_is_the_one_fit_keeps_ties_to_lower_val_loss():
+    rows = [
+        {"epoch": 1, "train_loss": 0.9, "val_loss": 0.8, "val_balanced_accuracy": 0.6},
+        {"epoch": 2, "train_loss": 0.7, "val_loss": 0.5, "val_balanced_accuracy": 0.6},
+        {"epoch": 3, "train_loss": 0.6, "val_loss": None, "val_balanced_accuracy": None},
+    ]
+    assert best_epoch_of(rows) == 2  # equal balanced accuracy: the lower val_loss wins
+    for history in (rows, pd.DataFrame(rows)):
+        fig = plots.plot_history(history, metrics=("loss", "balanced_accuracy"))
+        for ax in fig.axes:
+            (best,) = [line for line in ax.lines if line.get_linestyle() == "--"]
+            assert list(best.get_xdata()) == [2, 2]
+        assert "best epoch: 2" in fig.get_suptitle()
 
 
 CM = [[8, 2, 0], [1, 3, 0], [0, 0, 0]]

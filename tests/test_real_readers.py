@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from lesionlib.datasets import (
-    DatasetError,
     LesionDataset,
     classes_of,
     read_ham10000,
@@ -17,7 +16,7 @@ from lesionlib.datasets import (
     read_isic2019,
     split_table,
 )
-from lesionlib.labels import ISIC2019_CLASSES
+from lesionlib.layouts import ISIC2019_CLASSES, DatasetError
 
 pytestmark = pytest.mark.realdata
 

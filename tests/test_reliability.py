@@ -28,18 +28,25 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lesionlib.cli import main
 from lesionlib.datasets import (
-    DatasetError,
     LesionDataset,
     classes_of,
-    drop_unreadable,
     read_imagefolder,
     read_isic2019,
     split_table,
-    validate_table,
+    split_warnings,
 )
+from lesionlib.images import drop_unreadable, validate_table
+from lesionlib.layouts import DatasetError
 from lesionlib.models import build_model
 from lesionlib.synthetic import write_imagefolder_sample, write_isic2019_sample
-from lesionlib.train import CheckpointError, fit, load_checkpoint, load_model, save_model
+from lesionlib.train import (
+    CheckpointError,
+    RunRecord,
+    fit,
+    load_checkpoint,
+    load_model,
+    save_model,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -175,7 +182,8 @@ def test_cli_validate_names_the_broken_image_and_exits_1(
     assert "1 unreadable image(s)" in printed and "--skip-bad-images" in printed
     assert f"cannot read image {broken.resolve()}" in printed
     assert not printed.lstrip().startswith("{")  # people get a summary; JSON only with --out
-    expected = validate_table(read_imagefolder(root), False, val_fraction=0, test_fraction=0)
+    table = read_imagefolder(root)
+    expected = {**validate_table(table, False), "split_warnings": split_warnings(table, 0, 0)}
     assert json.loads(out.read_text()) == expected
 
 
@@ -218,7 +226,7 @@ def test_cli_train_with_a_corrupt_jpeg_fails_clearly_or_skips_it_when_asked(
     assert f"left out 1 of {n_images} images that cannot be read" in printed
     assert str(corrupt.resolve()) in printed
     metrics = json.loads((out / "metrics.json").read_text())
-    assert sum(metrics["settings"]["split_sizes"].values()) == n_images - 1
+    assert sum(metrics["run"]["split_sizes"].values()) == n_images - 1
 
 
 def test_cli_train_resume_ends_as_an_uninterrupted_run(
@@ -249,7 +257,7 @@ def test_cli_train_resume_ends_as_an_uninterrupted_run(
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (straight, resumed))
     assert [row["epoch"] for row in b["history"]] == [1, 2]
     assert _without_time(a["history"]) == _without_time(b["history"])
-    assert a["settings"]["split_sizes"] == b["settings"]["split_sizes"]
+    assert a["run"]["split_sizes"] == b["run"]["split_sizes"]
     assert a["confusion_matrix"] == b["confusion_matrix"]
     weights = [load_model(d / "model.pt", "cpu")[0].state_dict() for d in (straight, resumed)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -307,7 +315,7 @@ def test_split_table_refuses_no_rows_and_one_class_and_is_quiet_on_the_normal_sa
         warnings.simplefilter("error")  # the default synthetic samples split without a warning
         split_table(table)
         split_table(folder)
-        assert validate_table(table, progress=False)["split_warnings"] == []
+        assert split_warnings(table) == [] and split_warnings(folder) == []
     source = str(tmp_path / "isic" / "ISIC_2019_Training_GroundTruth.csv")
     with pytest.raises(DatasetError, match="has no images") as info:
         split_table(table.iloc[:0])  # e.g. a filter that kept nothing
@@ -357,7 +365,7 @@ def test_cli_warns_of_classes_and_sets_too_small_to_split_and_then_trains_soundl
     assert main(args) == 0
     err = capsys.readouterr().err
     assert f"warning: {data}: {expected}" in err and "Traceback" not in err
-    sizes = json.loads((out / "metrics.json").read_text())["settings"]["split_sizes"]
+    sizes = json.loads((out / "metrics.json").read_text())["run"]["split_sizes"]
     assert sum(sizes.values()) == sum(counts.values())
     with pytest.warns(UserWarning):
         split = split_table(read_imagefolder(data), seed=0)  # what train did (seed 0)
@@ -369,7 +377,7 @@ def test_cli_warns_of_classes_and_sets_too_small_to_split_and_then_trains_soundl
     assert "warning:" not in capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["evaluated_on"] == "train"
-    assert metrics["settings"]["split_sizes"] == {"train": sum(counts.values())}
+    assert metrics["run"]["split_sizes"] == {"train": sum(counts.values())}
 
 
 # --------------------------------------------------------------------------- damaged checkpoints
@@ -384,17 +392,18 @@ def _tiny_fit(path: Path, epochs: int = 2, resume: bool = False) -> tuple[nn.Mod
         data, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0)
     )
     model = nn.Sequential(nn.Flatten(), nn.Linear(192, 2))
+    optimizer = torch.optim.Adam(model.parameters())
     result = fit(
-        model, {"train": loader}, epochs, progress=False, checkpoint_path=path, resume=resume,
-        classes=["a", "b"],
+        model, {"train": loader}, optimizer, epochs, progress=False, checkpoint_path=path,
+        resume=resume,
     )  # fmt: skip
     return model, result
 
 
 def _saved_model(path: Path, network: str = "simplecnn") -> Path:
-    """A SimpleCNN saved by save_model, its settings naming ``network``."""
+    """A SimpleCNN saved by save_model, its run record naming ``network``."""
     model = build_model("simplecnn", 2, pretrained=False, image_size=16)
-    return save_model(path, model, ["a", "b"], {"model": network, "image_size": 16})
+    return save_model(path, model, RunRecord(network, ["a", "b"], 16, "none", "d", "imagefolder"))
 
 
 def _cut_lengths(size: int) -> list[int]:
@@ -433,7 +442,7 @@ def test_any_cut_of_a_checkpoint_or_model_file_is_named_with_the_fix(tmp_path: P
     expected = {
         notes: "is not a lesionlib model file: it is not a file written by torch.save",
         weights_only: "is not a lesionlib model file; pass the model.pt file",
-        future: "has lesionlib file format version 99; this lesionlib reads version 1",
+        future: "has lesionlib file format version 99; this lesionlib reads version 2",
         other_network: "the stored weights do not rebuild the 'resnet18' network",
     }
     for path, text in expected.items():

@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
 from lesionlib.datasets import classes_of, read_imagefolder, read_isic2019, split_table
-from lesionlib.labels import ISIC2019_CLASSES
+from lesionlib.layouts import ISIC2019_CLASSES
 from lesionlib.settings import cache_dir
 from lesionlib.synthetic import default_sample, write_imagefolder_sample, write_isic2019_sample
 

@@ -11,14 +11,18 @@ import pytest
 import torch
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
+from torch.optim.lr_scheduler import OneCycleLR
 from torch.utils.data import DataLoader, TensorDataset
 
 from lesionlib import train
-from lesionlib.datasets import load_image, load_table, split_table
+from lesionlib.datasets import load_table, restrict_classes, split_table
+from lesionlib.images import load_image
 from lesionlib.models import build_model
+from lesionlib.synthetic import write_isic2019_sample
 from lesionlib.train import (
     FitResult,
     TrainingError,
+    best_epoch_of,
     class_weights_from,
     fit,
     get_device,
@@ -69,9 +73,19 @@ def _loaders(train: TensorDataset, val: TensorDataset | None = None, batch_size:
     return loaders
 
 
+def _fit(model, loaders, epochs, lr=1e-2, onecycle=True, **kw) -> FitResult:
+    """fit with Adam at ``lr`` and, with ``onecycle``, OneCycleLR peaking at it (the defaults)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = len(loaders["train"])
+    scheduler = (
+        OneCycleLR(optimizer, lr, epochs=epochs, steps_per_epoch=steps) if onecycle else None
+    )
+    return fit(model, loaders, optimizer, epochs, scheduler=scheduler, progress=False, **kw)
+
+
 def test_fit_lowers_the_loss_and_records_every_epoch():
     torch.manual_seed(0)
-    result = fit(_mlp(), _loaders(_data(), _data(24, seed=1)), 4, lr=1e-2, progress=False)
+    result = _fit(_mlp(), _loaders(_data(), _data(24, seed=1)), 4)
     assert isinstance(result, FitResult)
     assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
     assert all(set(row) == HISTORY_KEYS for row in result.history)
@@ -79,7 +93,8 @@ def test_fit_lowers_the_loss_and_records_every_epoch():
     assert result.history[-1]["val_balanced_accuracy"] > 0.9
     assert result.monitor == "val_balanced_accuracy"
     assert result.best_metric == max(r["val_balanced_accuracy"] for r in result.history)
-    assert result.device == str(get_device())
+    assert result.device == "cpu"  # the model's device
+    assert result.setup == "cpu: float32, NCHW, 0 loader workers"
     assert result.seconds == pytest.approx(sum(r["seconds"] for r in result.history))
     frame = result.as_frame()
     assert list(frame["epoch"]) == [1, 2, 3, 4] and set(frame.columns) == HISTORY_KEYS
@@ -93,13 +108,13 @@ def test_best_epoch_weights_are_loaded_at_the_end():
     flipped = TensorDataset(train.tensors[0], 1 - train.tensors[1])
     loaders = {**_loaders(train), "val": DataLoader(flipped, batch_size=16)}
     model = _mlp(2)
-    # on the CPU: the loss recomputed below in float32 matches the history to 4 digits only
-    # without CUDA's autocast
-    result = fit(model, loaders, 4, lr=1e-2, scheduler=None, device="cpu", progress=False)
+    # on the CPU (the model's device): the loss recomputed below in float32 matches the history
+    # to 4 digits only without CUDA's autocast
+    result = _fit(model, loaders, 4, onecycle=False)
     history = result.history
     assert result.best_epoch < 4
     ranked = max(history, key=lambda r: (r["val_balanced_accuracy"], -r["val_loss"]))
-    assert result.best_epoch == ranked["epoch"]
+    assert result.best_epoch == ranked["epoch"] == best_epoch_of(history)
     # the model now reproduces the best epoch's validation numbers, not the last epoch's
     probs, targets = predict(model, loaders["val"])
     best = history[result.best_epoch - 1]
@@ -113,7 +128,7 @@ def test_best_epoch_weights_are_loaded_at_the_end():
 
 def test_without_validation_the_last_epoch_is_kept():
     torch.manual_seed(0)
-    result = fit(_mlp(), _loaders(_data()), 2, progress=False)
+    result = _fit(_mlp(), _loaders(_data()), 2)
     assert result.best_epoch == 2 and result.monitor == "last_epoch"
     assert result.best_metric == result.history[-1]["train_balanced_accuracy"]
     assert all(row["val_loss"] is None for row in result.history)
@@ -121,25 +136,30 @@ def test_without_validation_the_last_epoch_is_kept():
 
 def test_onecycle_learning_rate_rises_then_ends_lower_and_none_keeps_it_constant():
     torch.manual_seed(0)
-    cycle = fit(_mlp(), _loaders(_data()), 5, lr=1e-2, progress=False).history
+    cycle = _fit(_mlp(), _loaders(_data()), 5).history
     lrs = [row["lr"] for row in cycle]
     peak = int(np.argmax(lrs))
     assert 0 < peak < 4 and lrs[peak] <= 1e-2
     assert lrs[-1] < lrs[peak] / 100 and lrs[0] < lrs[peak]
-    constant = fit(_mlp(), _loaders(_data()), 2, lr=1e-2, scheduler=None, progress=False)
+    constant = _fit(_mlp(), _loaders(_data()), 2, onecycle=False)
     assert [row["lr"] for row in constant.history] == [1e-2, 1e-2]
 
 
 def test_sgd_with_momentum_and_grad_clipping_trains():
     torch.manual_seed(0)
-    result = fit(
-        _mlp(), _loaders(_data()), 4, optimizer="sgd", lr=0.05, grad_clip=0.1, progress=False
-    )
+    model, loaders = _mlp(), _loaders(_data())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    scheduler = OneCycleLR(optimizer, 0.05, epochs=4, steps_per_epoch=len(loaders["train"]))
+    result = fit(model, loaders, optimizer, 4, scheduler=scheduler, grad_clip=0.1, progress=False)
     assert result.history[-1]["train_loss"] < 0.7 * result.history[0]["train_loss"]
-    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
-        fit(_mlp(), _loaders(_data()), 1, optimizer="rmsprop", progress=False)
-    with pytest.raises(ValueError, match="unknown scheduler"):
-        fit(_mlp(), _loaders(_data()), 1, scheduler="cosine", progress=False)
+
+
+def test_grad_clip_clips_each_gradient_value(monkeypatch):
+    clipped: list[float] = []
+    real = nn.utils.clip_grad_value_
+    monkeypatch.setattr(nn.utils, "clip_grad_value_", lambda p, v: (clipped.append(v), real(p, v)))
+    _fit(_mlp(), _loaders(_data()), 1, grad_clip=0.1)
+    assert clipped == [0.1] * 6  # once per batch
 
 
 def test_class_weights_from_is_balanced_with_mean_one_and_neutral_absent_classes():
@@ -162,21 +182,24 @@ def test_class_weights_change_the_loss_and_true_uses_the_train_targets():
     keep = torch.cat([torch.nonzero(data.tensors[1] == 0).flatten(), torch.tensor([1, 2, 4, 5])])
     imbalanced = TensorDataset(data.tensors[0][keep], data.tensors[1][keep])
 
-    def run(class_weights):
+    def run(loss_fn):
         torch.manual_seed(0)
-        return fit(
-            _mlp(), _loaders(imbalanced), 1, class_weights=class_weights, progress=False
-        ).history[0]["train_loss"]
+        return _fit(_mlp(), _loaders(imbalanced), 1, loss_fn=loss_fn).history[0]["train_loss"]
 
-    plain, weighted = run(False), run(True)
+    weights = class_weights_from(imbalanced.tensors[1], 3)
+    plain, weighted = run(None), run(nn.CrossEntropyLoss(weight=weights))
     assert weighted != pytest.approx(plain)
-    assert run(class_weights_from(imbalanced.tensors[1], 3)) == pytest.approx(weighted)
+    assert plain == pytest.approx(run(nn.functional.cross_entropy))  # the default loss
+    by_hand = run(lambda logits, y: nn.functional.cross_entropy(logits, y, weight=weights))
+    assert by_hand == pytest.approx(weighted)
 
 
 def test_a_diverging_loss_raises_training_error_naming_epoch_batch_and_lr():
     torch.manual_seed(0)
     with pytest.raises(TrainingError) as info:
-        fit(_mlp(), _loaders(_data()), 2, optimizer="sgd", lr=1e10, scheduler=None, progress=False)
+        model = _mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e10)
+        fit(model, _loaders(_data()), optimizer, 2, progress=False)
     message = str(info.value)
     assert "epoch 1, batch" in message and "of 6" in message
     assert "learning rate 1e+10" in message and "grad_clip" in message
@@ -189,7 +212,7 @@ def test_cuda_out_of_memory_becomes_training_error_with_the_fix():
 
     model = nn.Sequential(_mlp(), Exhausted())
     with pytest.raises(TrainingError, match="smaller batch size") as info:
-        fit(model, _loaders(_data()), 1, progress=False)
+        _fit(model, _loaders(_data()), 1)
     assert isinstance(info.value.__cause__, torch.cuda.OutOfMemoryError)
 
 
@@ -198,7 +221,7 @@ def test_seed_everything_makes_training_repeatable():
         generator = seed_everything(seed, deterministic=True)
         model = nn.Sequential(_mlp(), nn.Dropout(0.2))
         loader = DataLoader(_data(), batch_size=8, shuffle=True, generator=generator)
-        fit(model, {"train": loader}, 2, progress=False)
+        _fit(model, {"train": loader}, 2)
         return model.state_dict()
 
     first, second, other = (weights_after_two_epochs(s) for s in (7, 7, 8))
@@ -222,16 +245,13 @@ def test_compile_captures_graphs_trains_like_eager_and_keeps_plain_weight_names(
         train_loader = DataLoader(_data(), batch_size=8, shuffle=True, generator=generator)
         loaders = {"train": train_loader, "val": DataLoader(_data(seed=1), batch_size=16)}
         path = tmp_path / f"{'compiled' if compile else 'plain'}.pt"
-        result = fit(  # on the CPU: the recording backend and the exact losses are CPU float32
-            model, loaders, 2, compile=compile, device="cpu", progress=False, checkpoint_path=path
-        )
-        return model, result
+        if compile:
+            model.compile(backend=compile)  # in place, as notebook 03 and train --compile do
+        return model, _fit(model, loaders, 2, checkpoint_path=path)  # CPU float32: exact losses
 
     plain_model, plain = train(False)
     compiled_model, compiled = train(recording_backend)
-    assert graphs, "fit(compile=...) did not compile the model"
-    assert plain.speed == "cpu: float32, NCHW, 0 loader workers, no torch.compile"
-    assert compiled.speed.endswith(", torch.compile")
+    assert graphs, "model.compile() before fit did not compile the model"
     for ours, theirs in zip(compiled.history, plain.history, strict=True):
         assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5)
         assert ours["val_balanced_accuracy"] == theirs["val_balanced_accuracy"]
@@ -286,10 +306,10 @@ def test_predict_returns_float32_softmax_and_tta_averages_flips():
 def sample_table(tmp_path_factory) -> pd.DataFrame:
     """A 3-class synthetic ISIC 2019 sample at 32 px, split into train/val/test."""
     root = tmp_path_factory.mktemp("synthetic")
-    table = load_table(
-        root, "synthetic", n_lesions=60, image_size=32, classes=("MEL", "NV", "BCC"),
-        imbalance=False,
-    )  # fmt: skip
+    write_isic2019_sample(
+        root, n_lesions=60, image_size=32, classes=("MEL", "NV", "BCC"), imbalance=False
+    )
+    table = restrict_classes(load_table(root, "isic2019"))
     return split_table(table, val_fraction=0.2, test_fraction=0.2, seed=0)
 
 
@@ -312,7 +332,8 @@ def test_make_loaders_gives_one_loader_per_split_with_the_right_transforms(
     assert make_loaders(sample_table, 32)["train"].num_workers == 0
     monkeypatch.setenv("LESIONLIB_SMOKE", "0")
     workers = make_loaders(sample_table, 32)["train"]
-    assert workers.num_workers >= 1 and workers.persistent_workers
+    # not persistent: every epoch's workers are seeded anew from (seed, epoch) by fit
+    assert workers.num_workers >= 1 and not workers.persistent_workers
     assert workers.worker_init_fn is seed_worker
     with pytest.raises(ValueError, match="split_table"):
         make_loaders(sample_table.drop(columns="split"), 32)
@@ -339,7 +360,8 @@ def test_simplecnn_beats_chance_on_the_synthetic_sample(sample_table):
     seed_everything(0)
     loaders = make_loaders(sample_table, 32, batch_size=16, augment="none", num_workers=0)
     model = build_model("simplecnn", 3, pretrained=False, image_size=32)
-    result = fit(model, loaders, 4, lr=1e-3, progress=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    result = fit(model, loaders, optimizer, 4, progress=True)
     assert result.best_metric > 0.6  # chance balanced accuracy is 1/3
     probs, targets = predict(model, loaders["test"])
     assert probs.shape == (len(loaders["test"].dataset), 3)
