@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from lesionlib.metrics import load_results, save_results
 from lesionlib.models import build_model
 from lesionlib.train import (
     CheckpointError,
@@ -270,3 +272,16 @@ def test_a_run_killed_after_an_epoch_resumes_to_the_uninterrupted_history(tmp_pa
 
     assert len(a["history"]) == 3 and without_time(b["history"]) == without_time(a["history"])
     assert b["balanced_accuracy"] == a["balanced_accuracy"] and b["accuracy"] == a["accuracy"]
+
+
+def test_a_record_read_back_from_results_json_knows_the_same_data(tmp_path):
+    """Notebook 03 compares notebook 02's results with its own run: both store the data folder
+    in their run record (before, 02 stored a display name and 03 compared a folder with it)."""
+    ours = _record(data=str(tmp_path / "isic2019"), seed=0)
+    save_results("02_simple_cnn_from_scratch", {"run": ours.as_dict()}, folder=tmp_path)
+    stored = RunRecord.from_dict(load_results(tmp_path)["02_simple_cnn_from_scratch"]["run"])
+    relative = _record(data=os.path.relpath(tmp_path / "isic2019"), model="resnet50")
+    assert stored == ours and stored.same_data(relative)
+    assert not stored.same_data(_record(data=str(tmp_path / "ham10000")))
+    assert not stored.same_data(_record(data=ours.data, seed=1))  # another split
+    assert not stored.same_data(_record(data=ours.data, layout="ham10000"))
