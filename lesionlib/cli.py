@@ -325,8 +325,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def default_lr(optimizer: str) -> float:
-    """The peak learning rate unless --lr is given: 1e-3 for Adam, 1e-2 for SGD with momentum
-    (chosen on the real samples: docs/results.md)."""
+    """The peak learning rate unless --lr is given: 1e-3 for Adam, 1e-2 for SGD with momentum."""
     return 1e-2 if optimizer == "sgd" else 1e-3
 
 

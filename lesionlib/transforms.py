@@ -1,5 +1,5 @@
 """Image pipelines (torchvision.transforms.v2): a uint8 3×H×W RGB tensor (what
-:func:`lesionlib.datasets.read_image` returns) or a PIL RGB image in, normalised float32 C×S×S out.
+:func:`lesionlib.images.read_image` returns) or a PIL RGB image in, normalised float32 C×S×S out.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 AUGMENT_PRESETS: tuple[str, ...] = ("none", "basic", "strong")
 """``none``: resize + centre crop only; ``basic``: mild crops (85-100 % of the area of the central
 square), flips and right-angle rotations; ``strong``: wider crops plus colour jitter, blur,
-sharpening and affine warps. The strengths of ``basic`` were chosen on the real samples
-(docs/results.md)."""
+sharpening and affine warps."""
 
 
 def _normalize() -> list[v2.Transform]:
@@ -66,15 +65,9 @@ def eval_transform(image_size: int) -> v2.Compose:
 
 
 def train_transform(image_size: int, augment: str = "basic") -> v2.Compose:
-    """Training pipeline for one of :data:`AUGMENT_PRESETS`.
-
-    ``basic`` keeps the geometric part of seed 001's planned augmentation (rotation, flipping,
-    scaling). It adds a mild crop (85-100 % of the area of the :func:`central_square`) and no
-    colour jitter: from scratch at 64 px for 10 epochs, that beat crops down to 70 % or 50 % and
-    jitter of 0.1 or 0.2 on the real samples (docs/results.md).
-    ``strong`` adds what seed 004's "version 3" added (Gaussian blur, random sharpening, colour
-    jitter) and wider crops with small affine warps; seed 004 measured a *drop* in test accuracy
-    with its version 3 (0.69 -> 0.59), which is why ``basic`` is the default.
+    """Training pipeline for one of :data:`AUGMENT_PRESETS`: ``basic`` crops mildly inside the
+    :func:`central_square`, flips and rotates by right angles; ``strong`` adds wider crops, small
+    affine warps, colour jitter, blur and sharpening (docs/results.md says how they were chosen).
     """
     if augment not in AUGMENT_PRESETS:
         raise ValueError(f"unknown augment preset {augment!r}; choose one of {AUGMENT_PRESETS}")
