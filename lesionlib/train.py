@@ -255,7 +255,7 @@ def fit(
     ``val_loss``, ``val_accuracy``, ``val_balanced_accuracy`` (None without validation), ``lr``,
     ``seconds``. Raises :class:`TrainingError` on a NaN/inf loss or a GPU out of memory.
     """
-    if epochs < 1 or len(loaders["train"]) == 0:
+    if epochs < 1 or "train" not in loaders or len(loaders["train"]) == 0:
         raise ValueError("fit needs epochs >= 1 and a 'train' loader that yields batches")
     step = _Step(model, optimizer, scheduler, loss_fn or nn.CrossEntropyLoss(), grad_clip, amp)
     run = _run_identity(loaders, step, epochs, seed)
