@@ -35,7 +35,7 @@ def test_simplecnn_beats_chance_on_real_held_out_split_and_evaluates(
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["evaluated_on"] == "test"
     assert metrics["classes"] == ["benign", "malignant"]
-    test_size = metrics["settings"]["split_sizes"]["test"]
+    test_size = metrics["run"]["split_sizes"]["test"]
     assert sum(map(sum, metrics["confusion_matrix"])) == test_size > 100
     assert metrics["balanced_accuracy"] > BALANCED_ACCURACY_FLOOR
 
@@ -43,7 +43,7 @@ def test_simplecnn_beats_chance_on_real_held_out_split_and_evaluates(
     evaluate = ["evaluate", "--checkpoint", str(out / "model.pt"), *data, "--out", str(report)]
     assert cli.main(evaluate) == 0
     evaluated = json.loads(report.read_text())
-    assert DOCUMENTED_KEYS | {"classes", "binary", "settings"} <= evaluated.keys()
+    assert DOCUMENTED_KEYS | {"classes", "binary", "run"} <= evaluated.keys()
     assert evaluated["classes"] == ["benign", "malignant"]
     assert set(evaluated["binary"]) >= BINARY_KEYS
     assert set(evaluated["per_class"]) == {"benign", "malignant"}
