@@ -39,8 +39,8 @@ def random_symmetry(image: torch.Tensor) -> torch.Tensor:
     flip and right-angle rotation is as plausible as the original. Unlike a free rotation (e.g.
     ±20°), right angles are exact on square images: no interpolation blur and no black corners
     that the network could learn as an artefact. (One draw and two tensor operations: the same
-    distribution as a random horizontal flip, vertical flip and right-angle rotation in turn, at
-    a third of the cost in a loader worker.)
+    distribution as a random horizontal flip, vertical flip and right-angle rotation in turn, for
+    a fraction of their cost in a loader worker; see docs/benchmarks.md.)
     """
     k = int(torch.randint(8, ()))
     turned = torch.rot90(image, k % 4, dims=(-2, -1))
