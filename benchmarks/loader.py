@@ -1,7 +1,9 @@
-"""Loader throughput: full-size JPEG decode every epoch vs the resized cache (lesionlib.cache).
+"""Loader throughput: full-size JPEG decode every epoch vs the resized cache (lesionlib.cache);
+with ``--preset``, the training loader's float32 batches (before issue 11) vs its uint8 ones.
 
     python benchmarks/loader.py [--data DIR] [--size 256] [--workers 2] [--epoch-images 600]
         [--repeats 2] [--out FILE]
+    python benchmarks/loader.py --preset basic [--repeats 5] [--epoch-images 1200] [--out FILE]
 
 Three runs push images through eval_transform(224) in a torch DataLoader with ``--workers``
 worker processes (persistent):
@@ -13,8 +15,8 @@ worker processes (persistent):
 - ``cached_img_s``: LesionDataset on the resized cache.
 
 ``ratio`` = cached / raw (the goal: >= 10); ``ratio_vs_raw_lesionlib`` = cached / raw_lesionlib.
-``cached_uint8_img_s`` times the cache once more with uint8 batches (no float conversion or
-normalisation in the workers: what a loop that normalises on the GPU would need).
+``cached_uint8_img_s`` times the cache once more with ``eval_transform(image_size,
+normalize=False)``: uint8 batches, as ``make_loaders`` gives them since issue 11.
 An epoch is ``--epoch-images`` random draws from the data (a real epoch is long: ISIC 2019 has
 25,331 images, the sample 120). One warm-up epoch starts the workers and fills the page cache,
 then the best of ``--repeats`` epochs is kept: the figure is decode + transform throughput, not
@@ -23,11 +25,28 @@ folder and its one-off cost is reported separately (``prepare_s``). Default data
 ISIC 2016 originals (``$LESIONLIB_REAL_DATA/isic2016-sample`` or
 ``../shared/data/isic2016-sample``), else 64 synthetic 1024x1024 JPEGs. Ends with ONE JSON line,
 also written to --out.
+
+``--preset PRESET`` times the training loader itself, side by side on the cache: the train loader
+of ``make_loaders(table, image_size, augment=PRESET, num_workers=--workers)`` (workers started
+anew every epoch, as in training) with four pipelines:
+
+- ``before_img_s``: the one it had before issue 11 (:func:`train_transform_before_issue_11`:
+  float32 normalised in the workers, flips and rotation as three torchvision transforms);
+- ``float_img_s``: ``train_transform(image_size, PRESET)``, today's float32 pipeline (flips and
+  rotation in one step, :func:`lesionlib.transforms.random_symmetry`);
+- ``uint8_img_s``: ``train_transform(image_size, PRESET, normalize=False)``, what it uses now;
+- ``uint8_normalized_img_s``: the same, each batch then normalised in the main process, as
+  ``fit`` does when the model is on the CPU.
+
+An epoch is the data repeated to ``--epoch-images`` images. After one warm-up epoch of each, the
+four alternate for ``--repeats`` rounds (other work on a shared machine then hits them alike);
+every round is reported, with ``ratios`` = uint8 / before per round and their median.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,15 +62,16 @@ from torchvision.transforms import v2
 from lesionlib.cache import prepare_cache
 from lesionlib.datasets import LesionDataset
 from lesionlib.images import jpeg_decoder
-from lesionlib.transforms import eval_transform
-
-
-def uint8_eval_transform(image_size: int) -> v2.Compose:
-    """eval_transform without the float conversion and normalisation: uint8 batches, 4x smaller,
-    for a training loop that normalises on the GPU (an option measured here, not what lesionlib
-    does)."""
-    steps = eval_transform(image_size).transforms
-    return v2.Compose([t for t in steps if not isinstance(t, (v2.ToDtype, v2.Normalize))])
+from lesionlib.train import make_loaders
+from lesionlib.transforms import (
+    AUGMENT_PRESETS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    central_square,
+    eval_transform,
+    normalize,
+    train_transform,
+)
 
 
 def loader_img_s(
@@ -84,6 +104,91 @@ def loader_img_s(
     return best
 
 
+def train_transform_before_issue_11(image_size: int, augment: str) -> v2.Compose:
+    """``train_transform`` as it was before issue 11 (commit c686791), for the side-by-side."""
+    if augment == "none":
+        return eval_transform(image_size)  # unchanged since
+    rotations = [v2.RandomRotation(degrees=(a, a)) for a in (0, 90, 180, 270)]
+    min_scale = 0.85 if augment == "basic" else 0.7
+    geometric = [
+        central_square,
+        v2.RandomResizedCrop(image_size, scale=(min_scale, 1.0), ratio=(0.9, 1.1), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomVerticalFlip(),
+        v2.RandomChoice(rotations),
+    ]
+    photometric: list[v2.Transform] = []
+    if augment == "strong":
+        geometric.append(
+            v2.RandomAffine(degrees=15, translate=(0.05, 0.05), scale=(0.9, 1.1), shear=5)
+        )
+        photometric = [
+            v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05),
+            v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 2.0))], p=0.3),
+            v2.RandomAdjustSharpness(sharpness_factor=2.0, p=0.3),
+        ]
+    to_float = [
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        v2.ToPureTensor(),
+    ]
+    return v2.Compose([v2.ToImage(), *geometric, *photometric, *to_float])
+
+
+def _epoch_img_s(loader: DataLoader, on_batch: Callable[[torch.Tensor], Any]) -> float:
+    """Images per second of one pass over ``loader``, calling ``on_batch`` on every batch."""
+    start = time.perf_counter()
+    images = 0
+    for batch, _targets in loader:
+        on_batch(batch)
+        images += len(batch)
+    return images / (time.perf_counter() - start)
+
+
+def train_loader_side_by_side(cached: pd.DataFrame, args: argparse.Namespace) -> dict[str, Any]:
+    """``--preset``: make_loaders' train loader with the pipeline of before issue 11, today's
+    float32 one and its uint8 one, alternating, every round reported."""
+    copies = -(-args.epoch_images // len(cached))  # the data repeated to one epoch
+    table = pd.concat([cached] * copies, ignore_index=True).assign(split="train")
+
+    def train_loader(transform: v2.Compose | None = None) -> DataLoader:
+        loader = make_loaders(
+            table,
+            args.image_size,
+            batch_size=args.batch_size,
+            augment=args.preset,
+            num_workers=args.workers,
+        )["train"]
+        if transform is not None:
+            loader.dataset.transform = transform
+        return loader
+
+    size, preset = args.image_size, args.preset
+    runs: dict[str, tuple[DataLoader, Callable[[torch.Tensor], Any]]] = {
+        "before": (train_loader(train_transform_before_issue_11(size, preset)), len),
+        "float": (train_loader(train_transform(size, preset)), len),
+        "uint8": (train_loader(), len),
+        "uint8_normalized": (train_loader(), normalize),
+    }
+    for loader, on_batch in runs.values():  # warm-up: page cache, first imports in the workers
+        _epoch_img_s(loader, on_batch)
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, (loader, on_batch) in runs.items():
+            rates[name].append(round(_epoch_img_s(loader, on_batch), 2))
+    ratios = [round(u / b, 3) for u, b in zip(rates["uint8"], rates["before"], strict=True)]
+    first = runs["uint8"][0]
+    return {
+        "preset": args.preset,
+        **{f"{name}_img_s": values for name, values in rates.items()},
+        "ratios": ratios,
+        "median_ratio": round(statistics.median(ratios), 3),
+        "epoch_images": len(table),
+        "persistent_workers": first.persistent_workers,
+        "pin_memory": first.pin_memory,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=default_data())
@@ -95,8 +200,32 @@ def main() -> None:
         "--epoch-images", type=int, default=600, help="images per epoch (drawn from the data)"
     )
     parser.add_argument("--repeats", type=int, default=2, help="timed epochs (best is kept)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "loader.json")
+    parser.add_argument(
+        "--preset", choices=AUGMENT_PRESETS, default=None, help="time the train loader instead"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default: results/loader*.json")
     args = parser.parse_args()
+    name = "loader.json" if args.preset is None else f"loader_train_{args.preset}.json"
+    args.out = args.out or RESULTS / name
+    common = {
+        "jpeg_decoder": jpeg_decoder()[0],
+        "size": args.size,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "repeats": args.repeats,
+        "data": describe(args.data),
+    }
+    if args.preset is not None:
+        with tempfile.TemporaryDirectory() as scratch_name:
+            scratch = Path(scratch_name)
+            table = benchmark_table(args.data, scratch)
+            cached = prepare_cache(
+                table, size=args.size, cache_root=scratch / "cache", workers=args.workers
+            )
+            result = train_loader_side_by_side(cached, args)
+        finish({**result, "images": len(table), **common}, args.out)
+        return
 
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
@@ -111,7 +240,7 @@ def main() -> None:
         )
         prepare_s = time.perf_counter() - start
         cached = loader_img_s(LesionDataset, cached_table, transform, *timing)
-        uint8 = uint8_eval_transform(args.image_size)
+        uint8 = eval_transform(args.image_size, normalize=False)
         cached_uint8 = loader_img_s(LesionDataset, cached_table, uint8, *timing)
 
     finish(
@@ -122,16 +251,10 @@ def main() -> None:
             "ratio": round(cached / raw, 2),
             "ratio_vs_raw_lesionlib": round(cached / raw_lesionlib, 2),
             "cached_uint8_img_s": round(cached_uint8, 2),
-            "jpeg_decoder": jpeg_decoder()[0],
             "prepare_s": round(prepare_s, 2),
             "images": len(table),
-            "size": args.size,
-            "image_size": args.image_size,
-            "batch_size": args.batch_size,
-            "workers": args.workers,
             "epoch_images": args.epoch_images,
-            "repeats": args.repeats,
-            "data": describe(args.data),
+            **common,
         },
         args.out,
     )

@@ -12,6 +12,14 @@ from typing import Any
 from lesionlib.layouts import LAYOUTS
 from lesionlib.settings import LesionlibError
 
+PRECISIONS: dict[str, bool | str] = {
+    "auto": True,
+    "float32": False,
+    "float16": "float16",
+    "bfloat16": "bfloat16",
+}
+"""``train --precision`` -> ``fit(amp=...)``."""
+
 
 def _add_data_args(
     p: argparse.ArgumentParser, required: bool, skip_bad: bool = True, cache: bool = True
@@ -90,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-workers", type=int, default=None)
     t.add_argument(
         "--compile", action="store_true", help="torch.compile the model (model.compile())"
+    )
+    t.add_argument(
+        "--precision",
+        choices=tuple(PRECISIONS),
+        default="auto",
+        help="auto: mixed precision on a GPU (bfloat16 where it has it, else float16); "
+        "float16/bfloat16: forced, on any device; float32: no mixed precision",
     )
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--out", type=Path, default=Path("runs/latest"))
@@ -289,6 +304,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         scheduler=scheduler,
         loss_fn=nn.CrossEntropyLoss(weight=weight),
         grad_clip=args.grad_clip,
+        amp=PRECISIONS[args.precision],
         checkpoint_path=args.out / "checkpoint.pt",
         resume=args.resume,
         seed=args.seed,
@@ -298,6 +314,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         key: getattr(args, key)
         for key in ("epochs", "batch_size", "optimizer", "weight_decay", "scheduler", "grad_clip")
         + ("freeze_backbone", "augment", "class_weights", "balanced_sampler", "compile")
+        + ("precision",)
     }
     record = RunRecord(
         model=args.model,

@@ -166,8 +166,9 @@ def show_batch(
     probs: Any = None,
     n: int = 16,
 ) -> Figure:
-    """The first ``n`` images of a normalised batch titled with true (and predicted) class, the
-    predicted class's probability when ``probs`` is given and wrong predictions in red."""
+    """The first ``n`` images of a batch (uint8 pixels, as ``make_loaders`` gives them, or
+    normalised floats) titled with true (and predicted) class, the predicted class's probability
+    when ``probs`` is given and wrong predictions in red."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) == 0:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(
@@ -180,7 +181,7 @@ def show_batch(
     if preds is None and probs is not None:
         preds = probs.argmax(axis=1)
     preds = None if preds is None else _to_numpy(preds)[:n]
-    pictures = denormalize(images[:n].detach().float().cpu()).permute(0, 2, 3, 1).numpy()
+    pictures = denormalize(images[:n].detach().cpu()).permute(0, 2, 3, 1).numpy()
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     size = (1.9 * cols, 2.1 * rows)

@@ -38,13 +38,15 @@ from lesionlib.images import jpeg_decoder
 from lesionlib.layouts import SPLITS
 from lesionlib.models import build_model
 from lesionlib.settings import LesionlibError, smoke_mode
-from lesionlib.transforms import eval_transform, train_transform
+from lesionlib.transforms import eval_transform, normalize, train_transform
 
 CHECKPOINT_KIND = "checkpoint"
 MODEL_KIND = "model"
 _FORMAT_VERSION = 2  # 2: run record in saved models; per-epoch seeding instead of RNG states
 _START_OVER = "pass resume=False (command line: leave out --resume) to train from the start"
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format: a zip archive
+_PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}  # fit(amp=...) forced
+_READ_EVERY = 20  # training batches between read-backs of the loss (each one waits for the GPU)
 
 
 class TrainingError(LesionlibError, RuntimeError):
@@ -136,6 +138,10 @@ def make_loaders(
     on one). The others use ``eval_transform(image_size)`` in table order. ``num_workers``:
     0 in smoke mode, else ``min(cpu_count, 8)``; memory is pinned on CUDA. Each loader has its
     own generator seeded with ``seed`` (``fit`` reseeds the train loader every epoch).
+
+    Batches hold uint8 pixels (``normalize=False``): a quarter of the bytes of float32 to pass
+    from the workers and copy to the GPU. ``fit`` and ``predict`` normalise them on the model's
+    device; a loop of your own calls ``transforms.normalize(images.to(device))``.
     """
     if "split" not in table.columns or table["split"].dropna().empty:
         raise ValueError(
@@ -149,7 +155,11 @@ def make_loaders(
     for split in splits:
         part = table[table["split"] == split].reset_index(drop=True)
         training = split == "train"
-        transform = train_transform(image_size, augment) if training else eval_transform(image_size)
+        transform = (
+            train_transform(image_size, augment, normalize=False)
+            if training
+            else eval_transform(image_size, normalize=False)
+        )
         generator = torch.Generator().manual_seed(seed)
         sampler = None
         if training and balanced_sampler:
@@ -233,7 +243,7 @@ def fit(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     grad_clip: float | None = None,
-    amp: bool = True,
+    amp: bool | str = True,
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
     seed: int = 0,
@@ -244,8 +254,10 @@ def fit(
     - ``scheduler`` is stepped after every batch (as ``OneCycleLR`` wants); ``loss_fn`` defaults
       to ``nn.CrossEntropyLoss()`` and also gives the validation loss; ``grad_clip`` clips each
       gradient value (``clip_grad_value_``).
-    - On CUDA, ``amp`` autocasts to bfloat16 where the GPU has it, else to float16 with a
-      GradScaler; images and model go channels-last.
+    - ``amp=True`` autocasts on CUDA to bfloat16 where the GPU has it, else to float16 with a
+      GradScaler (elsewhere: float32); ``False``: float32; ``"float16"``/``"bfloat16"`` force
+      that precision on any device (the float16 + GradScaler path runs on a CPU too). On CUDA,
+      images and model go channels-last. uint8 batches are normalised on the model's device.
     - Each epoch's randomness is seeded from ``(seed, epoch)``. With ``checkpoint_path`` the whole
       state is saved after every epoch (the previous epoch's file kept beside it); ``resume=True``
       continues from it with the same history as a run never interrupted.
@@ -300,8 +312,9 @@ def predict(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities ``[N, C]`` (float32) and targets ``[N]`` (int64) over ``loader``.
 
-    Runs on the model's device in float32 (precise enough for AUC and calibration). ``tta=True``
-    averages the softmax of the image and its horizontal and vertical flips.
+    Runs on the model's device in float32 (precise enough for AUC and calibration), uint8
+    batches normalised there. ``tta=True`` averages the softmax of the image and its horizontal
+    and vertical flips.
     """
     logits, targets = _infer(model, loader, None, tta=tta, desc="predict", progress=False)
     return logits.softmax(1).numpy().astype(np.float32), targets.numpy().astype(np.int64)
@@ -322,12 +335,14 @@ class _Step:
             model.to(memory_format=torch.channels_last)
 
     def describe(self, loader: DataLoader) -> str:
-        """What the run uses: device, precision, memory format, loader workers, pinned memory."""
+        """What the run uses: device, precision, memory format, batch size, loader workers,
+        pinned memory."""
         cuda = self.device.type == "cuda"
         where = f"cuda ({torch.cuda.get_device_name(self.device)})" if cuda else self.device.type
         parts = [
             f"{str(self.amp_dtype)[6:]} mixed precision" if self.amp_dtype else "float32",
             "channels_last" if cuda else "NCHW",
+            f"batch {loader.batch_size}",
             f"{loader.num_workers} loader workers",
             *(["pinned memory"] if loader.pin_memory else []),
         ]
@@ -352,22 +367,24 @@ class _Step:
             self.scaler.load_state_dict(state["scaler"])
 
     def train_epoch(self, loader: DataLoader, epoch: int, progress: bool) -> dict[str, float]:
-        """One pass over the training data: train_loss, train_accuracy, train_balanced_accuracy."""
+        """One pass over the training data: train_loss, train_accuracy, train_balanced_accuracy.
+
+        Losses and predictions stay on the device; the losses are read back every
+        ``_READ_EVERY`` batches (for the progress bar and the divergence check), so the CPU
+        queues the next batches while the GPU computes instead of waiting for every one.
+        """
         self.model.train()
-        total, predictions, targets = 0.0, [], []
+        total, pending, predictions, targets = 0.0, [], [], []
         batches = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not progress)
         for batch, (images, labels) in enumerate(batches, start=1):
-            images, labels = _to_device(images, self.device), labels.to(self.device)
+            targets.append(labels)
+            images = _to_device(images, self.device)
+            labels = labels.to(self.device, non_blocking=True)
+            lr = self.optimizer.param_groups[0]["lr"]
             with torch.autocast(self.device.type, self.amp_dtype, self.amp_dtype is not None):
                 logits = self.model(images)
                 loss = self.loss_fn(logits, labels)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingError(
-                    f"the loss became {value} in epoch {epoch}, batch {batch} of {len(loader)} "
-                    f"(learning rate {self.optimizer.param_groups[0]['lr']:.3g}): training "
-                    "diverged. Lower the learning rate or clip the gradients (grad_clip=0.1)."
-                )
+            pending.append((batch, lr, loss.detach(), len(labels)))
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.grad_clip is not None:
@@ -377,11 +394,12 @@ class _Step:
             self.scaler.update()
             if self.scheduler is not None:
                 self.scheduler.step()
-            total += value * len(labels)
-            predictions.append(logits.detach().argmax(1).cpu())
-            targets.append(labels.cpu())
-            batches.set_postfix(loss=f"{value:.3f}")
-        y, p = torch.cat(targets), torch.cat(predictions)
+            predictions.append(logits.detach().argmax(1))
+            if len(pending) == _READ_EVERY or batch == len(loader):
+                total += _read_losses(pending, epoch, len(loader))
+                pending.clear()
+                batches.set_postfix(loss=f"{total / sum(map(len, targets)):.3f}")  # epoch mean
+        y, p = torch.cat(targets), torch.cat(predictions).cpu()
         return {"train_loss": total / len(y), **_scores(y, p, "train")}
 
     def validate(self, loader: DataLoader | None, epoch: int, progress: bool) -> dict[str, Any]:
@@ -394,12 +412,33 @@ class _Step:
         return {"val_loss": loss, **_scores(targets, logits.argmax(1), "val")}
 
 
-def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """Autocast dtype on CUDA, None elsewhere: bfloat16 where the GPU computes it in hardware
-    (compute capability >= 8.0: A100, L4, H100), else float16 with a GradScaler (T4, V100).
+def _read_losses(
+    pending: list[tuple[int, float, torch.Tensor, int]], epoch: int, batches: int
+) -> float:
+    """The summed loss of ``pending`` (batch number, learning rate, loss, batch size) batches,
+    read back in one go; a :class:`TrainingError` names the first batch whose loss is NaN/inf."""
+    values = torch.stack([loss.float() for _, _, loss, _ in pending]).tolist()
+    for (batch, lr, _, _), value in zip(pending, values, strict=True):
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"the loss became {value} in epoch {epoch}, batch {batch} of {batches} "
+                f"(learning rate {lr:.3g}): training diverged. Lower the learning rate or clip "
+                "the gradients (grad_clip=0.1)."
+            )
+    return sum(value * size for (*_, size), value in zip(pending, values, strict=True))
+
+
+def _amp_dtype(device: torch.device, amp: bool | str) -> torch.dtype | None:
+    """The autocast dtype of ``fit(amp=...)``: a forced ``"float16"``/``"bfloat16"`` on any
+    device; with ``True``, on CUDA, bfloat16 where the GPU computes it in hardware (compute
+    capability >= 8.0: A100, L4, H100), else float16 with a GradScaler (T4, V100); else None.
 
     ``torch.cuda.is_bf16_supported()`` alone answers True on a T4, through slow emulation.
     """
+    if isinstance(amp, str):
+        if amp not in _PRECISIONS:
+            raise ValueError(f"amp={amp!r}: use True, False, 'float16' or 'bfloat16'")
+        return _PRECISIONS[amp]
     if not amp or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
@@ -452,10 +491,12 @@ def _result(history: list[dict[str, Any]], device: torch.device, setup: str) -> 
 
 
 def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch copied to ``device`` (without waiting, from pinned memory) and normalised there
+    (uint8 -> float32; a float batch is taken as normalised); channels-last on CUDA."""
     images = images.to(device, non_blocking=True)
     if device.type == "cuda" and images.ndim == 4:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images
+        images = images.contiguous(memory_format=torch.channels_last)  # still uint8: cheaper
+    return normalize(images)
 
 
 @torch.inference_mode()
@@ -469,7 +510,8 @@ def _infer(
     progress: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Float32 logits ``[N, C]`` and int64 targets ``[N]`` on the CPU, model in eval mode; with
-    ``tta`` the log of the mean softmax over the image and its two flips."""
+    ``tta`` the log of the mean softmax over the image and its two flips. uint8 batches are
+    normalised on the model's device; the logits stay there until the last batch."""
     model.eval()
     device = next(model.parameters()).device
     all_logits, all_targets = [], []
@@ -479,11 +521,11 @@ def _infer(
             views = (images, images.flip(-1), images.flip(-2)) if tta else (images,)
             log_probs = torch.stack([model(v).float().log_softmax(1) for v in views])
             logits = log_probs.logsumexp(0) - math.log(len(views)) if tta else log_probs[0]
-        all_logits.append(logits.cpu())
+        all_logits.append(logits)
         all_targets.append(torch.as_tensor(labels))
     if not all_logits:
         raise ValueError(f"{desc}: the loader yields no batches (empty split?)")
-    return torch.cat(all_logits), torch.cat(all_targets).long()
+    return torch.cat(all_logits).cpu(), torch.cat(all_targets).long()
 
 
 def _scores(targets: torch.Tensor, predictions: torch.Tensor, prefix: str) -> dict[str, float]:

@@ -122,6 +122,31 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, capsys
     assert a["scheduler"] == b["scheduler"]
 
 
+def test_a_float16_run_checkpoints_its_grad_scaler_and_resumes_with_it(tmp_path):
+    """The T4's float16 + GradScaler path, forced on the CPU: the scaler's state (its scale and
+    its count of steps since the last overflow) goes into every checkpoint and comes back."""
+    seed_everything(0, deterministic=True)
+    straight = _fit(_mlp(), _loaders(NoisyData()), tmp_path / "straight.pt", amp="float16")
+    assert straight.setup.startswith("cpu: float16 mixed precision")
+    scaler = load_checkpoint(tmp_path / "straight.pt")["scaler"]
+    assert scaler["scale"] > 0 and scaler["_growth_tracker"] > 0  # an enabled scaler stepped
+
+    seed_everything(0, deterministic=True)
+    data = NoisyData()
+    data.interrupt_after = len(data)  # stopped at the start of epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        _fit(_mlp(), _loaders(data), tmp_path / "resumed.pt", amp="float16")
+    after_one = load_checkpoint(tmp_path / "resumed.pt")["scaler"]
+    seed_everything(123)
+    data.interrupt_after = None
+    resumed = _fit(_mlp(), _loaders(data), tmp_path / "resumed.pt", amp="float16", resume=True)
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.history] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in straight.history
+    ]
+    # a fresh scaler after the resume would count only epochs 2-3 since its start
+    assert load_checkpoint(tmp_path / "resumed.pt")["scaler"] == scaler != after_one
+
+
 def test_checkpoint_is_plain_data_loadable_with_weights_only(tmp_path):
     torch.manual_seed(0)
     model = _mlp()

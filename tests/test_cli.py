@@ -16,7 +16,7 @@ from lesionlib.layouts import DatasetError
 from lesionlib.models import build_model
 from lesionlib.settings import cache_dir
 from lesionlib.synthetic import default_sample
-from lesionlib.train import RunRecord, load_model, save_model
+from lesionlib.train import RunRecord, load_checkpoint, load_model, save_model
 
 METRIC_KEYS = {
     "accuracy",
@@ -146,8 +146,20 @@ def test_evaluate_reads_images_through_the_cache_the_model_was_trained_with(
     assert len(list((tmp_path / "cache" / "resized" / "40").glob("*.jpg"))) > 0
 
 
+def test_train_precision_float16_trains_through_the_grad_scaler_even_on_the_cpu(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    tiny = ["--epochs", "1", "--image-size", "32", "--augment", "none", "--num-workers", "0"]
+    assert main(["train", *tiny, "--precision", "float16", "--out", str(out)]) == 0
+    assert "Training on cpu: float16 mixed precision, NCHW, batch 32" in capsys.readouterr().out
+    assert load_model(out / "model.pt", "cpu")[1].recipe["precision"] == "float16"
+    assert load_checkpoint(out / "checkpoint.pt")["scaler"]["_growth_tracker"] > 0  # enabled
+    assert cli.build_parser().parse_args(["train"]).precision == "auto"
+
+
 def test_train_refuses_an_unknown_optimizer_or_scheduler(capsys: pytest.CaptureFixture[str]):
-    for option in (["--optimizer", "rmsprop"], ["--scheduler", "cosine"]):
+    for option in (["--optimizer", "rmsprop"], ["--scheduler", "cosine"], ["--precision", "fp8"]):
         with pytest.raises(SystemExit) as info:
             main(["train", *option])
         assert info.value.code == 2

@@ -174,6 +174,16 @@ def test_show_batch_denormalises_and_marks_wrong_predictions_in_red():
         assert (to_rgba(title.get_color()) == red) == (pred != target)
 
 
+def test_show_batch_shows_a_uint8_batch_as_make_loaders_gives_it():
+    pixels = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    fig = plots.show_batch(pixels, [0, 1, 2, 0], CLASSES)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 4
+    np.testing.assert_allclose(
+        shown[3].images[0].get_array(), pixels[3].permute(1, 2, 0).numpy() / 255, atol=1e-6
+    )
+
+
 def test_show_batch_rejects_a_single_image():
     with pytest.raises(ValueError, match="N×C×H×W"):
         plots.show_batch(torch.zeros(3, 8, 8), [0], CLASSES)

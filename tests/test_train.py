@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 
@@ -32,7 +33,7 @@ from lesionlib.train import (
     seed_everything,
     seed_worker,
 )
-from lesionlib.transforms import eval_transform, train_transform
+from lesionlib.transforms import eval_transform, normalize, train_transform
 
 HISTORY_KEYS = {
     "epoch",
@@ -94,7 +95,7 @@ def test_fit_lowers_the_loss_and_records_every_epoch():
     assert result.monitor == "val_balanced_accuracy"
     assert result.best_metric == max(r["val_balanced_accuracy"] for r in result.history)
     assert result.device == "cpu"  # the model's device
-    assert result.setup == "cpu: float32, NCHW, 0 loader workers"
+    assert result.setup == "cpu: float32, NCHW, batch 8, 0 loader workers"
     assert result.seconds == pytest.approx(sum(r["seconds"] for r in result.history))
     frame = result.as_frame()
     assert list(frame["epoch"]) == [1, 2, 3, 4] and set(frame.columns) == HISTORY_KEYS
@@ -321,13 +322,15 @@ def test_make_loaders_gives_one_loader_per_split_with_the_right_transforms(
     for split, loader in loaders.items():
         assert len(loader.dataset) == int((sample_table["split"] == split).sum())
     images, targets = next(iter(loaders["train"]))
-    assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32
+    assert images.shape == (8, 3, 32, 32) and images.dtype == torch.uint8  # normalised by fit
     assert targets.dtype == torch.int64
-    assert repr(loaders["train"].dataset.transform) == repr(train_transform(32, "basic"))
+    basic = train_transform(32, "basic", normalize=False)
+    assert repr(loaders["train"].dataset.transform) == repr(basic)
     first_val = sample_table[sample_table["split"] == "val"].iloc[0]
     val_images, _ = next(iter(loaders["val"]))
-    expected = eval_transform(32)(load_image(first_val["path"]))
-    assert torch.equal(val_images[0], expected)  # eval loaders keep table order, no augmentation
+    expected = eval_transform(32)(load_image(first_val["path"]))  # today's float pipeline
+    assert val_images.dtype == torch.uint8  # eval loaders keep table order, no augmentation:
+    torch.testing.assert_close(normalize(val_images[0]), expected, atol=1e-5, rtol=1e-6)
     monkeypatch.setenv("LESIONLIB_SMOKE", "1")
     assert make_loaders(sample_table, 32)["train"].num_workers == 0
     monkeypatch.setenv("LESIONLIB_SMOKE", "0")
@@ -384,3 +387,71 @@ def test_bfloat16_only_where_the_gpu_has_it(monkeypatch, capability, expected):
     assert train._amp_dtype(torch.device("cuda"), amp=True) == expected
     assert train._amp_dtype(torch.device("cuda"), amp=False) is None
     assert train._amp_dtype(torch.device("cpu"), amp=True) is None
+
+
+def test_amp_strings_force_the_precision_on_any_device_and_typos_are_refused():
+    for device in (torch.device("cpu"), torch.device("cuda")):
+        assert train._amp_dtype(device, "float16") == torch.float16
+        assert train._amp_dtype(device, "bfloat16") == torch.bfloat16
+    with pytest.raises(ValueError, match="'float16' or 'bfloat16'"):
+        train._amp_dtype(torch.device("cpu"), "fp16")
+
+
+def test_forced_float16_trains_on_the_cpu_through_an_enabled_grad_scaler(monkeypatch):
+    # The T4's path (float16 autocast + GradScaler), run on the CPU: torch has both there.
+    scales, dtypes = [], []
+    scale = torch.amp.GradScaler.scale
+
+    def spy(self, outputs):  # what the scaler multiplies the loss by before backward
+        scaled = scale(self, outputs)
+        scales.append((scaled / outputs).item())
+        return scaled
+
+    monkeypatch.setattr(torch.amp.GradScaler, "scale", spy)
+    torch.manual_seed(0)
+    model = _mlp()
+    model[1].register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    result = _fit(model, _loaders(_data(), _data(24, seed=1)), 4, amp="float16")
+    assert result.setup == "cpu: float16 mixed precision, NCHW, batch 8, 0 loader workers"
+    assert set(dtypes) == {torch.float16}  # training and validation ran under float16 autocast
+    assert scales and all(s >= 2**10 for s in scales)  # the scaler is enabled and its scale used
+    rows = result.history
+    assert all(math.isfinite(r[k]) for r in rows for k in ("train_loss", "val_loss"))
+    assert rows[-1]["train_loss"] < 0.5 * rows[0]["train_loss"]
+    assert result.best_metric > 0.9
+
+    scales.clear()
+    torch.manual_seed(0)
+    _fit(_mlp(), _loaders(_data()), 1)  # float32 on the CPU: a disabled scaler multiplies by 1
+    assert set(scales) == {1.0}
+
+
+def _float_pipeline(loaders: dict[str, DataLoader], image_size: int, augment: str) -> None:
+    """Give make_loaders' loaders their former pipeline: float32, normalised in the workers."""
+    for split, loader in loaders.items():
+        training = split == "train"
+        loader.dataset.transform = (
+            train_transform(image_size, augment) if training else eval_transform(image_size)
+        )
+
+
+def test_fit_and_predict_on_uint8_batches_match_the_float_pipeline(sample_table):
+    runs = {}
+    for name in ("uint8", "float32"):
+        loaders = make_loaders(sample_table, 32, batch_size=16, num_workers=0, seed=0)
+        if name == "float32":
+            _float_pipeline(loaders, 32, "basic")
+        assert next(iter(loaders["train"]))[0].dtype == getattr(torch, name)
+        seed_everything(0)
+        model = build_model("simplecnn", 3, pretrained=False, image_size=32)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        result = fit(model, loaders, optimizer, 3, progress=False)
+        runs[name] = result, predict(model, loaders["test"]), predict(model, loaders["val"], True)
+    (pixels, *pixel_probs), (floats, *float_probs) = runs["uint8"], runs["float32"]
+    for ours, theirs in zip(pixels.history, floats.history, strict=True):
+        for key in ("train_loss", "val_loss", "train_accuracy", "val_balanced_accuracy"):
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-6), key
+    assert pixels.best_epoch == floats.best_epoch
+    for (ours, targets), (theirs, expected) in zip(pixel_probs, float_probs, strict=True):
+        np.testing.assert_allclose(ours, theirs, atol=1e-4)
+        assert np.array_equal(targets, expected)

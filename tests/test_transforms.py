@@ -1,4 +1,5 @@
-"""Transforms: output shape/dtype, exact normalisation, centre crop, augmentation, denormalize."""
+"""Transforms: output shape/dtype, exact normalisation, centre crop, augmentation, the uint8
+pipelines with normalize(), denormalize."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from lesionlib.transforms import (
     IMAGENET_STD,
     denormalize,
     eval_transform,
+    normalize,
+    random_symmetry,
     train_transform,
 )
 
@@ -90,6 +93,21 @@ def test_basic_crops_are_random_and_inside_the_central_square_of_a_4_by_3_image(
     assert len(boxes) > 10, f"the crop hardly moves: {sorted(boxes)}"
 
 
+def test_random_symmetry_draws_each_of_the_8_symmetries_of_the_square_alike() -> None:
+    image = torch.arange(3 * 4 * 4, dtype=torch.uint8).view(3, 4, 4)  # no symmetry of its own
+    expected = {
+        tuple(torch.rot90(mirrored, k, dims=(-2, -1)).flatten().tolist())
+        for mirrored in (image, image.flip(-2))
+        for k in range(4)
+    }
+    assert len(expected) == 8
+    torch.manual_seed(0)
+    drawn = [tuple(random_symmetry(image).flatten().tolist()) for _ in range(1600)]
+    counts = {symmetry: drawn.count(symmetry) for symmetry in set(drawn)}
+    assert set(counts) == expected  # only symmetries, and all of them
+    assert all(150 <= n <= 250 for n in counts.values()), counts  # 200 each expected
+
+
 def test_basic_preset_keeps_colours_and_strong_changes_them() -> None:
     # A plain-colour image stays that colour under crops, flips and right-angle rotations, so
     # "basic" (geometric only, docs/results.md) returns it exactly; "strong" jitters colours.
@@ -124,3 +142,48 @@ def test_denormalize_clamps_and_rejects_wrong_shapes() -> None:
     assert out.max() == 1.0
     with pytest.raises(ValueError, match="3-channel"):
         denormalize(torch.zeros(1, 4, 4))
+
+
+@pytest.mark.parametrize("augment", AUGMENT_PRESETS)
+def test_uint8_pipelines_then_normalize_give_the_float_pipelines_output(augment: str) -> None:
+    # normalize=False changes the last steps only: the same random draws, the same pixels, and
+    # normalize() on the uint8 batch (what fit does on the device) gives today's floats.
+    images = [_noise_image(seed=seed) for seed in range(3)]
+    torch.manual_seed(5)
+    floats = torch.stack([train_transform(32, augment)(image) for image in images])
+    torch.manual_seed(5)
+    pixels = torch.stack([train_transform(32, augment, normalize=False)(image) for image in images])
+    assert type(pixels) is torch.Tensor and pixels.dtype == torch.uint8
+    assert pixels.shape == (3, 3, 32, 32)
+    out = normalize(pixels)
+    assert out.dtype == torch.float32 and out.shape == floats.shape
+    torch.testing.assert_close(out, floats, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(normalize(pixels[0]), floats[0], atol=1e-5, rtol=1e-6)  # C×H×W
+    single = eval_transform(32, normalize=False)(images[0])
+    assert single.dtype == torch.uint8
+    torch.testing.assert_close(normalize(single), eval_transform(32)(images[0]), atol=1e-5, rtol=0)
+
+
+def test_normalize_returns_floats_unchanged_keeps_channels_last_and_rejects_other_input() -> None:
+    floats = torch.randn(2, 3, 8, 8)
+    assert normalize(floats) is floats  # already normalised: the default transforms' output
+    pixels = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    last = normalize(pixels.contiguous(memory_format=torch.channels_last))
+    assert last.is_contiguous(memory_format=torch.channels_last)  # as fit sends it on CUDA
+    torch.testing.assert_close(last, normalize(pixels))
+    white = normalize(torch.full((3, 2, 2), 255, dtype=torch.uint8))
+    for channel, (mean, std) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)):
+        torch.testing.assert_close(white[channel], torch.full((2, 2), (1 - mean) / std))
+    with pytest.raises(TypeError, match="uint8"):
+        normalize(torch.zeros(3, 4, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="3-channel"):
+        normalize(torch.zeros(4, 4, dtype=torch.uint8))
+
+
+def test_denormalize_shows_uint8_pixels_and_normalised_floats_alike() -> None:
+    pixels = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    torch.testing.assert_close(denormalize(pixels), pixels.float() / 255)
+    torch.testing.assert_close(denormalize(normalize(pixels)), pixels.float() / 255)
+    half = denormalize(normalize(pixels).to(torch.bfloat16))  # an autocast batch
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, pixels.float() / 255, atol=2e-2, rtol=0)
