@@ -48,7 +48,10 @@ def main() -> int:
     for source, notebooks in setup_cells().items():
         subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", "lesionlib"])
         before = installed()
-        subprocess.run([sys.executable, "-c", source], check=True, cwd=ROOT / "notebooks")
+        fresh = {**os.environ, "PIP_NO_CACHE_DIR": "1"}  # a fresh runtime: no wheel built before
+        subprocess.run(
+            [sys.executable, "-c", source], check=True, cwd=ROOT / "notebooks", env=fresh
+        )
         after = installed()
         changed = {k: (v, after.get(k)) for k, v in before.items() if after.get(k) != v}
         added = sorted(f"{k}=={after[k]}" for k in after.keys() - before.keys())
