@@ -1,4 +1,4 @@
-"""``python -m lesionlib {train,evaluate,download,prepare,validate}``: the course's command line."""
+"""``python -m lesionlib {train,cv,evaluate,download,prepare,validate}``: the command line."""
 
 from __future__ import annotations
 
@@ -61,54 +61,59 @@ def _add_split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-fraction", type=float, default=0.15, help="share held out to test")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every sub-command."""
-    from lesionlib.download import DATASETS
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    """The data, recipe and run options of ``train`` and ``cv``."""
     from lesionlib.models import MODEL_NAMES
     from lesionlib.transforms import AUGMENT_PRESETS
 
-    parser = argparse.ArgumentParser(prog="python -m lesionlib", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    t = sub.add_parser("train", help="train a model; writes OUT/model.pt and OUT/metrics.json")
-    _add_data_args(t, required=False)
-    t.add_argument("--model", choices=MODEL_NAMES, default="simplecnn")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--image-size", type=int, default=64)
-    t.add_argument("--batch-size", type=int, default=32, help="images per batch")
-    t.add_argument(
-        "--lr", type=float, default=None, help="peak learning rate (default: see default_lr)"
-    )
-    t.add_argument(
-        "--weight-decay",
-        type=float,
-        default=5e-4,
-        help="Adam/SGD L2 weight decay",
-    )
-    t.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    t.add_argument("--scheduler", choices=("onecycle", "none"), default="onecycle")
-    t.add_argument("--grad-clip", type=float, default=None, help="clip gradient values at this")
-    t.add_argument("--no-pretrained", action="store_true", help="random init (no ImageNet)")
-    t.add_argument("--freeze-backbone", action="store_true", help="train only the new head")
-    t.add_argument("--augment", choices=AUGMENT_PRESETS, default="basic")
-    t.add_argument("--class-weights", action="store_true", help="class-weighted cross-entropy")
-    t.add_argument("--balanced-sampler", action="store_true", help="oversample rare classes")
-    _add_split_args(t)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--num-workers", type=int, default=None)
-    t.add_argument(
-        "--compile", action="store_true", help="torch.compile the model (model.compile())"
-    )
-    t.add_argument(
+    _add_data_args(p, required=False)
+    p.add_argument("--model", choices=MODEL_NAMES, default="simplecnn")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (see default_lr)")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="Adam/SGD L2 weight decay")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    p.add_argument("--scheduler", choices=("onecycle", "none"), default="onecycle")
+    p.add_argument("--grad-clip", type=float, default=None, help="clip gradient values at this")
+    p.add_argument("--no-pretrained", action="store_true", help="random init (no ImageNet)")
+    p.add_argument("--freeze-backbone", action="store_true", help="train only the new head")
+    p.add_argument("--augment", choices=AUGMENT_PRESETS, default="basic")
+    p.add_argument("--class-weights", action="store_true", help="class-weighted cross-entropy")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="of the cross-entropy")
+    p.add_argument("--tta", action="store_true", help="evaluate with test-time flips")
+    p.add_argument("--balanced-sampler", action="store_true", help="oversample rare classes")
+    _add_split_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
         "--precision",
         choices=tuple(PRECISIONS),
         default="auto",
         help="auto: mixed precision on a GPU (bfloat16 where it has it, else float16); "
         "float16/bfloat16: forced, on any device; float32: no mixed precision",
     )
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    t.add_argument("--out", type=Path, default=Path("runs/latest"))
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--out", type=Path, default=Path("runs/latest"))
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    from lesionlib.download import DATASETS
+
+    parser = argparse.ArgumentParser(prog="python -m lesionlib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model; writes OUT/model.pt and OUT/metrics.json")
+    _add_train_args(t)
+    c = sub.add_parser(
+        "cv", help="k-fold cross-validation of a train recipe outside the test split; OUT/cv.json"
+    )
+    _add_train_args(c)
+    c.add_argument("--folds", type=int, default=5, help="number of folds (the --val-fraction "
+                   "is not used: each fold validates once)")  # fmt: skip
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on every image of a dataset")
     e.add_argument("--checkpoint", type=Path, required=True)
@@ -219,11 +224,12 @@ def _print_report(report: dict[str, Any]) -> bool:
 
 
 def _print_metrics(metrics: dict[str, Any], header: str) -> None:
-    auc = metrics.get("macro_auc")
-    print(header)
-    print(f"  accuracy           {metrics['accuracy']:.4f}")
-    print(f"  balanced accuracy  {metrics['balanced_accuracy']:.4f}")
-    print(f"  macro AUC          {auc:.4f}" if auc is not None else "  macro AUC          n/a")
+    """The headline metrics with their 95 % intervals, then recall and precision per class."""
+    from lesionlib.metrics import BINARY_HEADLINE, HEADLINE, with_ci
+
+    print(header + "  (value [95 % bootstrap interval])")
+    for name in HEADLINE + (BINARY_HEADLINE if "binary" in metrics else ()):
+        print(f"  {name.replace('_', ' '):<18} {with_ci(metrics, name)}")
     for cls, row in metrics["per_class"].items():
         print(
             f"  {cls:>10}  recall {row['recall']:.3f}  precision {row['precision']:.3f}"
@@ -231,12 +237,14 @@ def _print_metrics(metrics: dict[str, Any], header: str) -> None:
         )
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train, keep the best epoch on the validation split, report on the held-out test split."""
+def _fit_and_test(args: argparse.Namespace, table: Any, out: Path | None) -> tuple[dict, Any]:
+    """Train one model with the recipe of ``args`` on ``table``'s train split (keeping the best
+    epoch on its val split, if any) and evaluate it on its test split; returns the metrics (with
+    intervals, history and run record) and the model."""
     import torch
     from torch import nn
 
-    from lesionlib.datasets import classes_of, split_table
+    from lesionlib.datasets import classes_of
     from lesionlib.metrics import evaluate_predictions
     from lesionlib.models import build_model, count_parameters
     from lesionlib.train import (
@@ -246,41 +254,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         get_device,
         make_loaders,
         predict,
-        save_model,
-        seed_everything,
     )
 
-    seed_everything(args.seed)
-    table = _table(args)
-    table = split_table(table, args.val_fraction, args.test_fraction, seed=args.seed)
     classes = classes_of(table)
-    counts = {str(k): int(v) for k, v in table.groupby("split", observed=True).size().items()}
-    print(f"{len(table)} images, {len(classes)} classes {classes}, splits {counts}")
-
     device = get_device()
     pretrained = args.model != "simplecnn" and not args.no_pretrained
-    model = build_model(
-        args.model,
-        len(classes),
-        pretrained=pretrained,
-        freeze_backbone=args.freeze_backbone,
-        image_size=args.image_size,
-    ).to(device)
-    print(
-        f"model {args.model}: {count_parameters(model):,} parameters, "
-        f"weights {model.pretrained_source}"
-    )
+    model = build_model(args.model, len(classes), pretrained, args.freeze_backbone,
+                        args.image_size).to(device)  # fmt: skip
+    print(f"model {args.model}: {count_parameters(model):,} parameters, "
+          f"weights {model.pretrained_source}")  # fmt: skip
     if args.compile:
         model.compile()  # in place: the weights keep their names
-    loaders = make_loaders(
-        table,
-        args.image_size,
-        batch_size=args.batch_size,
-        augment=args.augment,
-        balanced_sampler=args.balanced_sampler,
-        num_workers=args.num_workers,
-        seed=args.seed,
-    )
+    loaders = make_loaders(table, args.image_size, args.batch_size, args.augment,
+                           args.balanced_sampler, args.num_workers, args.seed)  # fmt: skip
     # The recipe as PyTorch objects, as the notebooks build them.
     lr = args.lr if args.lr is not None else default_lr(args.optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -295,27 +281,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     train_rows = table[table["split"] == "train"]
     weight = class_weights_from(train_rows, len(classes)).to(device) if args.class_weights else None
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = fit(
-        model,
-        loaders,
-        optimizer,
-        args.epochs,
-        scheduler=scheduler,
-        loss_fn=nn.CrossEntropyLoss(weight=weight),
-        grad_clip=args.grad_clip,
-        amp=PRECISIONS[args.precision],
-        checkpoint_path=args.out / "checkpoint.pt",
-        resume=args.resume,
-        seed=args.seed,
-        progress=not args.quiet,
-    )
-    recipe = {
-        key: getattr(args, key)
-        for key in ("epochs", "batch_size", "optimizer", "weight_decay", "scheduler", "grad_clip")
-        + ("freeze_backbone", "augment", "class_weights", "balanced_sampler", "compile")
-        + ("precision",)
-    }
+    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
+    result = fit(model, loaders, optimizer, args.epochs, scheduler=scheduler, loss_fn=loss_fn,
+                 grad_clip=args.grad_clip, amp=PRECISIONS[args.precision],
+                 checkpoint_path=out and out / "checkpoint.pt", resume=args.resume,
+                 seed=args.seed, progress=not args.quiet)  # fmt: skip
+    recipe = {key: getattr(args, key) for key in _RECIPE}
+    counts = {str(k): int(v) for k, v in table.groupby("split", observed=True).size().items()}
     record = RunRecord(
         model=args.model,
         classes=classes,
@@ -330,15 +302,94 @@ def cmd_train(args: argparse.Namespace) -> int:
         cache_size=args.cache_size,
         recipe={**recipe, "lr": lr, "best_epoch": result.best_epoch, "device": result.device},
     )
-    eval_split = next(s for s in ("test", "val", "train") if s in loaders)  # fractions 0: train
-    probs, targets = predict(model, loaders[eval_split])
-    metrics = evaluate_predictions(targets, probs, classes)
-    metrics.update(history=result.history, run=record.as_dict(), evaluated_on=eval_split)
-    save_model(args.out / "model.pt", model, record)
+    split = next(s for s in ("test", "val", "train") if s in loaders)  # fractions 0: train
+    groups = table.loc[table["split"] == split, "lesion_id"].to_numpy()
+    probs, targets = predict(model, loaders[split], tta=args.tta)
+    metrics = evaluate_predictions(targets, probs, classes, groups=groups, seed=args.seed)
+    if args.tta:  # what the flips add, measured on the same model
+        plain = evaluate_predictions(
+            targets, predict(model, loaders[split])[0], classes, resamples=0
+        )
+        metrics["without_tta"] = {
+            m: plain[m] for m in ("accuracy", "balanced_accuracy", "macro_auc")
+        }
+    metrics.update(history=result.history, run=record.as_dict(), evaluated_on=split)
+    return metrics, model
+
+
+_RECIPE = (
+    ("epochs", "batch_size", "optimizer", "weight_decay", "scheduler", "grad_clip")
+    + ("freeze_backbone", "augment", "class_weights", "label_smoothing", "balanced_sampler")
+    + ("tta", "compile", "precision")
+)
+"""The ``train`` options recorded as the run's recipe."""
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train, keep the best epoch on the validation split, report on the held-out test split."""
+    from lesionlib.datasets import split_table
+    from lesionlib.train import RunRecord, save_model, seed_everything
+
+    seed_everything(args.seed)
+    table = split_table(_table(args), args.val_fraction, args.test_fraction, seed=args.seed)
+    counts = table.groupby("split", observed=True).size().to_dict()
+    print(f"{len(table)} images, {table['label'].nunique()} classes, splits {counts}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    metrics, model = _fit_and_test(args, table, args.out)
+    save_model(args.out / "model.pt", model, RunRecord.from_dict(metrics["run"]))
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    _print_metrics(metrics, f"Best epoch {result.best_epoch}; {eval_split} split:")
+    best = metrics["run"]["recipe"]["best_epoch"]
+    _print_metrics(metrics, f"Best epoch {best}; {metrics['evaluated_on']} split:")
     print(f"wrote {args.out / 'model.pt'} and {args.out / 'metrics.json'}")
     return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    """k-fold cross-validation of a recipe on the rows outside the test split (which stays
+    untouched for the final evaluation): folds stratified by class and grouped by lesion, each
+    model trained for the full schedule (no epoch chosen on its fold) and scored on its fold."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from lesionlib.datasets import split_table
+    from lesionlib.metrics import BINARY_HEADLINE, HEADLINE
+    from lesionlib.train import seed_everything
+
+    table = split_table(_table(args), 0.0, args.test_fraction, seed=args.seed)
+    table = table[table["split"] == "train"].reset_index(drop=True)
+    folds = StratifiedGroupKFold(args.folds, shuffle=True, random_state=args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for k, (_, held) in enumerate(folds.split(table, table["target"], table["lesion_id"]), 1):
+        print(
+            f"fold {k}/{args.folds}: {len(table) - len(held)} images to train, {len(held)} to score"
+        )
+        fold_table = table.assign(split=np.where(table.index.isin(held), "test", "train"))
+        seed_everything(args.seed)
+        metrics, _ = _fit_and_test(args, fold_table, None)
+        scores = {m: metrics[m] for m in HEADLINE}
+        scores.update({m: metrics["binary"][m] for m in BINARY_HEADLINE if "binary" in metrics})
+        seconds = sum(r["seconds"] for r in metrics["history"])
+        plain = {f"{m}_without_tta": v for m, v in metrics.get("without_tta", {}).items()}
+        rows.append({"fold": k, "images": len(held), **scores, **plain, "seconds": round(seconds)})
+        print("  " + ", ".join(f"{m} {v:.3f}" for m, v in scores.items() if v is not None))
+    summary = {m: _mean_sd([r[m] for r in rows]) for m in rows[0] if m not in ("fold", "images")}
+    report = {"folds": rows, "mean_sd": summary, "run": metrics["run"], "command": sys.argv[1:]}
+    (args.out / "cv.json").write_text(json.dumps(report, indent=2))
+    print(f"{args.folds}-fold cross-validation, mean ± sd over folds:")
+    for name, (mean, sd) in summary.items():
+        print(f"  {name:<18} {mean:.3f} ± {sd:.3f}")
+    print(f"wrote {args.out / 'cv.json'}")
+    return 0
+
+
+def _mean_sd(values: list[float | None]) -> list[float] | None:
+    """[mean, sample standard deviation] of the values (None if any is None)."""
+    import statistics
+
+    if any(v is None for v in values):
+        return None
+    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
 
 
 def default_lr(optimizer: str) -> float:
@@ -372,7 +423,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = LesionDataset(table, eval_transform(record.image_size))
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
     probs, targets = predict(model, loader, tta=args.tta)
-    metrics = evaluate_predictions(targets, probs, record.classes)
+    groups = table["lesion_id"].to_numpy()
+    metrics = evaluate_predictions(targets, probs, record.classes, groups=groups)
     metrics["run"] = record.as_dict()
     metrics["evaluation"] = {
         "checkpoint": str(args.checkpoint),
@@ -424,6 +476,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "train": cmd_train,
+    "cv": cmd_cv,
     "evaluate": cmd_evaluate,
     "download": cmd_download,
     "prepare": cmd_prepare,

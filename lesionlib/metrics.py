@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -18,6 +19,8 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
+
+from lesionlib.settings import smoke_mode
 
 
 def _as_arrays(targets: Any, probs: Any, n_classes: int | None = None) -> tuple[np.ndarray, ...]:
@@ -47,10 +50,24 @@ def _binary_arrays(targets: Any, probs_pos: Any) -> tuple[np.ndarray, np.ndarray
     return targets, probs_pos
 
 
-def evaluate_predictions(targets: Any, probs: Any, classes: Sequence[str]) -> dict[str, Any]:
+HEADLINE = ("accuracy", "balanced_accuracy", "macro_auc")
+BINARY_HEADLINE = ("auc", "average_precision", "sensitivity", "specificity")
+
+
+def evaluate_predictions(
+    targets: Any,
+    probs: Any,
+    classes: Sequence[str],
+    *,
+    groups: Any = None,
+    resamples: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Accuracy, balanced accuracy, macro AUC (mean one-vs-rest AUC of the classes present; None
     if fewer than two), per-class scores and confusion matrix; with two classes also ``"binary"``
-    (:func:`binary_metrics` of the second)."""
+    (:func:`binary_metrics` of the second). Also ``"ci95"``, the :func:`bootstrap_ci` of every
+    headline metric over ``resamples`` resamples (default 1000, 200 in smoke mode; 0: none),
+    drawn by lesion when ``groups`` holds the images' lesion ids."""
     classes = list(classes)
     targets, probs = _as_arrays(targets, probs, len(classes))
     predictions = probs.argmax(axis=1)
@@ -76,7 +93,94 @@ def evaluate_predictions(targets: Any, probs: Any, classes: Sequence[str]) -> di
     }
     if len(classes) == 2:
         results["binary"] = binary_metrics(targets, probs[:, 1])
+    if resamples is None:
+        resamples = 200 if smoke_mode() else 1000
+    if resamples > 0:
+        results.update(bootstrap_ci(targets, probs, groups, resamples=resamples, seed=seed))
     return results
+
+
+def _auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC from ranks (Mann-Whitney U; ties count half): fast enough to bootstrap."""
+    n_pos = positive.sum()
+    n_neg = len(positive) - n_pos
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _headline(targets: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """The headline metrics of one (re)sample: :data:`HEADLINE`, plus
+    :data:`BINARY_HEADLINE` for two classes (positive class 1, threshold 0.5)."""
+    predictions = probs.argmax(axis=1)
+    present = np.unique(targets)
+    recalls = [np.mean(predictions[targets == c] == c) for c in present]
+    aucs = [_auc(targets == c, probs[:, c]) for c in present] if len(present) > 1 else [np.nan]
+    values = {
+        "accuracy": float(np.mean(predictions == targets)),
+        "balanced_accuracy": float(np.mean(recalls)),
+        "macro_auc": aucs[-1] if probs.shape[1] == 2 else float(np.mean(aucs)),
+    }
+    if probs.shape[1] == 2:
+        positive = targets == 1
+        values.update(
+            auc=values["macro_auc"],
+            average_precision=float(average_precision_score(positive, probs[:, 1])),
+            sensitivity=float(np.mean(predictions[positive] == 1)),
+            specificity=float(np.mean(predictions[~positive] == 0)),
+        )
+    return values
+
+
+def bootstrap_ci(
+    targets: Any, probs: Any, groups: Any = None, resamples: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """95 % percentile intervals of the headline metrics over ``resamples`` bootstrap resamples
+    of the test images, stratified by class and drawn by lesion when ``groups`` (lesion ids)
+    are given: ``{"ci95": {metric: [low, high]}, "bootstrap": {...how it was drawn}}``.
+
+    A test set of a few hundred images pins a metric down only to a few points; the interval
+    says how many."""
+    targets, probs = _as_arrays(targets, probs)
+    groups = np.arange(len(targets)) if groups is None else np.asarray(groups).astype(str)
+    _, group_index = np.unique(groups, return_inverse=True)
+    order = np.argsort(group_index, kind="stable")  # images of one lesion side by side
+    starts = np.searchsorted(group_index[order], np.arange(group_index.max() + 1))
+    sizes = np.bincount(group_index)
+    group_class = targets[order[starts]]  # a lesion's diagnosis: its first image's
+    by_class = [np.flatnonzero(group_class == c) for c in np.unique(group_class)]
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(resamples):
+        chosen = np.concatenate([rng.choice(g, len(g)) for g in by_class])
+        lengths = sizes[chosen]
+        offsets = np.repeat(starts[chosen] - np.cumsum(lengths) + lengths, lengths)
+        rows = order[offsets + np.arange(lengths.sum())]
+        for name, value in _headline(targets[rows], probs[rows]).items():
+            draws.setdefault(name, []).append(value)
+    return {
+        "ci95": {
+            name: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
+            for name, v in draws.items()
+            if not np.isnan(v).all()
+        },
+        "bootstrap": {
+            "resamples": resamples,
+            "seed": seed,
+            "unit": "image" if len(sizes) == len(targets) else "lesion",
+            "stratified_by": "class",
+        },
+    }
+
+
+def with_ci(results: dict[str, Any], name: str, digits: int = 3) -> str:
+    """``"0.812 [0.771, 0.850]"``: a headline metric of :func:`evaluate_predictions` with its
+    95 % interval (binary metrics are looked up under ``"binary"``)."""
+    value = results.get(name, results.get("binary", {}).get(name))
+    if value is None:
+        return "n/a"
+    low_high = results.get("ci95", {}).get(name)
+    text = f"{value:.{digits}f}"
+    return f"{text} [{low_high[0]:.{digits}f}, {low_high[1]:.{digits}f}]" if low_high else text
 
 
 def binary_metrics(targets: Any, probs_pos: Any, threshold: float = 0.5) -> dict[str, Any]:

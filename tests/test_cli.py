@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -54,6 +55,32 @@ def test_train_on_the_embedded_sample_then_evaluate_its_model(
     assert set(evaluated) >= METRIC_KEYS and evaluated["classes"] == classes
     every_image = len(load_table(default_sample(), "isic2019"))
     assert sum(map(sum, evaluated["confusion_matrix"])) == every_image
+    for result in (metrics, evaluated):  # every headline number has its interval
+        for name in ("accuracy", "balanced_accuracy", "macro_auc"):
+            low, high = result["ci95"][name]
+            assert low <= result[name] <= high
+    assert "balanced accuracy" in capsys.readouterr().out  # printed with its interval
+
+
+def test_cv_scores_every_non_test_image_once_and_summarises_the_folds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cv"
+    tiny = ["--epochs", "1", "--image-size", "32", "--augment", "none", "--num-workers", "0"]
+    assert main(["cv", "--folds", "3", *tiny, "--tta", "--quiet", "--out", str(out)]) == 0
+    report = json.loads((out / "cv.json").read_text())
+    folds = report["folds"]
+    assert [f["fold"] for f in folds] == [1, 2, 3]
+    table = load_table(default_sample(), "isic2019")
+    held_out = report["run"]["split_sizes"]["train"] + folds[-1]["images"]
+    assert held_out == sum(f["images"] for f in folds) < len(table)  # the test split stays out
+    for name, (mean, sd) in report["mean_sd"].items():
+        values = [f[name] for f in folds]
+        assert mean == pytest.approx(np.mean(values)) and sd == pytest.approx(
+            np.std(values, ddof=1)
+        )
+    assert {"balanced_accuracy", "macro_auc", "balanced_accuracy_without_tta"} <= set(folds[0])
+    assert "3-fold cross-validation" in capsys.readouterr().out
 
 
 def _folder(root: Path, classes: list[str]) -> Path:

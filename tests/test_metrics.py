@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import (
     accuracy_score,
+    average_precision_score,
     balanced_accuracy_score,
     confusion_matrix,
     precision_recall_fscore_support,
@@ -16,13 +17,16 @@ from sklearn.metrics import (
 )
 
 from lesionlib.metrics import (
+    _headline,
     binary_metrics,
+    bootstrap_ci,
     evaluate_predictions,
     expected_calibration_error,
     load_results,
     reliability_bins,
     save_results,
     threshold_for_sensitivity,
+    with_ci,
 )
 
 CLASSES = ["MEL", "NV", "BCC", "AK"]
@@ -185,3 +189,71 @@ def test_results_errors_name_the_file(tmp_path: Path) -> None:
         load_results(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_results(tmp_path / "absent")
+
+
+def _noisy_predictions(n: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, classes, n)
+    probs = rng.dirichlet(np.ones(classes), n)
+    probs[np.arange(n), targets] += 0.4
+    return targets, probs / probs.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+def test_bootstrap_intervals_hold_the_estimate_and_shrink_with_more_images(classes: int) -> None:
+    names = [f"c{i}" for i in range(classes)]
+    small = evaluate_predictions(*_noisy_predictions(100, classes), names, resamples=300)
+    large = evaluate_predictions(*_noisy_predictions(2000, classes), names, resamples=300)
+    headline = ["accuracy", "balanced_accuracy", "macro_auc"]
+    headline += ["auc", "average_precision", "sensitivity", "specificity"] if classes == 2 else []
+    assert sorted(small["ci95"]) == sorted(headline)
+    for name in headline:
+        value = small.get(name, small.get("binary", {}).get(name))
+        low, high = small["ci95"][name]
+        assert low <= value <= high and high - low > 0.02
+        width_large = np.subtract(*large["ci95"][name][::-1])
+        assert width_large < (high - low) / 2  # 20x the images: about a 4.5x narrower interval
+    assert small["bootstrap"] == {
+        "resamples": 300,
+        "seed": 0,
+        "unit": "image",
+        "stratified_by": "class",
+    }
+    assert bootstrap_ci(*_noisy_predictions(100, classes), resamples=300) == {
+        k: small[k] for k in ("ci95", "bootstrap")
+    }  # same seed, same interval
+
+
+def test_bootstrap_resamples_whole_lesions() -> None:
+    targets, probs = _noisy_predictions(200, 3)
+    lesions = np.arange(200) // 4  # four images per lesion, all four alike
+    targets = targets[lesions * 4]
+    probs = probs[lesions * 4]
+    by_lesion = bootstrap_ci(targets, probs, groups=lesions, resamples=500)
+    by_image = bootstrap_ci(targets, probs, resamples=500)
+    assert by_lesion["bootstrap"]["unit"] == "lesion"
+    width = {k: np.subtract(*r["ci95"]["accuracy"][::-1]) for k, r in
+             (("lesion", by_lesion), ("image", by_image))}  # fmt: skip
+    assert width["lesion"] > 1.5 * width["image"]  # 50 independent lesions, not 200 images
+
+
+def test_headline_metrics_of_a_resample_equal_scikit_learns() -> None:
+    targets, probs = _noisy_predictions(300, 2)
+    probs[:10, 1] = probs[10:20, 1]  # ties
+    probs[:, 0] = 1 - probs[:, 1]
+    mine = _headline(targets, probs)
+    assert mine["macro_auc"] == pytest.approx(roc_auc_score(targets, probs[:, 1]))
+    assert mine["average_precision"] == pytest.approx(average_precision_score(targets, probs[:, 1]))
+    binary = binary_metrics(targets, probs[:, 1])
+    assert mine["sensitivity"] == pytest.approx(binary["sensitivity"])
+    assert mine["specificity"] == pytest.approx(binary["specificity"])
+
+
+def test_with_ci_formats_a_value_and_its_interval() -> None:
+    results = evaluate_predictions(*_noisy_predictions(100, 2), ["a", "b"], resamples=50)
+    low, high = results["ci95"]["sensitivity"]
+    expected = f"{results['binary']['sensitivity']:.3f} [{low:.3f}, {high:.3f}]"
+    assert with_ci(results, "sensitivity") == expected
+    assert with_ci(
+        evaluate_predictions([0, 1], np.eye(2), ["a", "b"], resamples=0), "accuracy"
+    ) == ("1.000")
