@@ -20,8 +20,8 @@ QUALITY = 95  # JPEG quality of the copies
 
 
 def load_resized(path: str | Path, size: int) -> Image.Image:
-    """Decode ``path`` as RGB (EXIF-oriented), its shorter side resized to ``size`` with Lanczos
-    (a JPEG decoded at a reduced scale first, both sides >= ``size``); never enlarged."""
+    """``path`` as RGB, its shorter side resized to ``size`` with Lanczos (a JPEG decoded at a
+    reduced scale first); never enlarged."""
     image = load_image(path, draft_size=size)
     scale = size / min(image.size)
     if scale >= 1:
@@ -30,7 +30,7 @@ def load_resized(path: str | Path, size: int) -> Image.Image:
     return image.resize(new_size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
-def _cache_key(path: str | Path) -> str:
+def _cache_key(path: str) -> str:
     """Hash of (absolute path, size, mtime_ns, quality): a changed source gets a new key."""
     source = Path(path).resolve()
     try:
@@ -64,10 +64,8 @@ def prepare_cache(
     progress: bool = True,
     image_size: int | None = None,
 ) -> pd.DataFrame:
-    """A copy of ``table`` whose ``path`` is a resized copy (shorter side ``size``) of each image,
-    made once in ``cache_root/<size>/`` by ``workers`` processes (default: all CPUs).
-
-    ``source_path`` keeps the original (a cached table can be cached again at another size). A
+    """A copy of ``table`` whose ``path`` is a copy resized to ``size`` (shorter side) made once
+    in ``cache_root/<size>/`` by ``workers`` processes; ``source_path`` keeps the original. A
     ``size`` below ``image_size`` (what the network sees) is refused."""
     if "path" not in table.columns:
         raise DatasetError(
@@ -90,7 +88,7 @@ def prepare_cache(
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
     chunksize = max(1, len(jobs) // (workers * 8))
     done = pool.map(_write_copy, jobs, chunksize=chunksize) if pool else map(_write_copy, jobs)
-    bar = dict(total=len(jobs), desc=f"caching at {size}px", unit="img")
+    bar = {"total": len(jobs), "desc": f"caching at {size}px", "unit": "img"}
     try:
         for _ in tqdm(done, **bar, disable=not progress or not jobs):
             pass

@@ -1,8 +1,6 @@
 """Readers of the official layouts -> one table; grouped, stratified splits; the torch Dataset.
-
-Every reader returns one row per image with the columns ``image_id, path, label (categorical),
-target, lesion_id, age, sex, site`` (+ ``split`` where the source has official splits).
-"""
+A table has one row per image: ``image_id, path, label (categorical), target, lesion_id, age,
+sex, site`` (+ ``split`` where the source has official splits)."""
 
 from __future__ import annotations
 
@@ -14,23 +12,19 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.model_selection import StratifiedGroupKFold
 from torch.utils.data import Dataset
 
 from lesionlib import layouts
 from lesionlib.images import read_image
-from lesionlib.layouts import ISIC2019_CLASSES, DatasetError
+from lesionlib.layouts import ISIC2019_CLASSES, SPLITS, DatasetError
 
 Missing = Literal["error", "drop", "keep"]  # absent images: raise, drop with a warning, keep
 
 _ISIC2016_LABELS = {"benign": "benign", "malignant": "malignant", "0": "benign", "1": "malignant"}
-_ISIC2016_LABELS.update({"0.0": "benign", "1.0": "malignant"})
+_ISIC2016_LABELS |= {"0.0": "benign", "1.0": "malignant"}
 _HELP = "see data/README.md for where to get the data and how to lay out its files"
 _OFFICIAL = f"replace it with the official file ({_HELP})"
-
-
-# --------------------------------------------------------------------------- readers
 
 
 def read_isic2019(root: str | Path, missing: Missing = "error") -> pd.DataFrame:
@@ -39,13 +33,10 @@ def read_isic2019(root: str | Path, missing: Missing = "error") -> pd.DataFrame:
     root = Path(root).expanduser()
     csv = root / layouts.ISIC2019_GROUND_TRUTH
     truth = _read_csv(csv, "ISIC 2019 ground truth")
-    columns = list(truth.columns)
-    if columns[0].lower() != "image":
-        raise DatasetError(
-            f"{csv}: the first column must be 'image', found {columns[:1]}; "
-            f"replace it with the official ground-truth file ({_HELP})."
-        )
-    truth.columns = ["image", *(c.upper() for c in columns[1:])]
+    if truth.columns[0].lower() != "image":
+        found = list(truth.columns[:1])
+        raise DatasetError(f"{csv}: the first column must be 'image', found {found}; {_OFFICIAL}.")
+    truth.columns = ["image", *(c.upper() for c in truth.columns[1:])]
     expected = [*ISIC2019_CLASSES, "UNK"]
     unknown = [c for c in truth.columns[1:] if c not in expected]
     absent = [c for c in ISIC2019_CLASSES if c not in truth.columns]
@@ -80,11 +71,10 @@ def _isic2019_metadata(path: Path, ids: list[str]) -> pd.DataFrame:
         return pd.DataFrame({"image_id": ids})
     meta = _read_csv(path, "ISIC 2019 metadata")
     official = ", ".join(layouts.ISIC2019_METADATA_COLUMNS)
-    expected = f"the official columns {official}. Replace the file or delete it (the metadata "
-    _check_columns(meta, path, ["image"], expected + "is optional)")
+    expected = f"the official columns {official}. Replace or delete it (the metadata is optional)"
+    _check_columns(meta, path, ["image"], expected)
     _check_ids(meta, "image", path, first_row=2, empty_ok=True)
-    names = {"lesion_id": "lesion_id", "age_approx": "age", "sex": "sex"}
-    names["anatom_site_general"] = "site"
+    names = dict(lesion_id="lesion_id", age_approx="age", sex="sex", anatom_site_general="site")
     meta = meta.set_index("image").reindex(index=ids, columns=list(names)).rename(columns=names)
     return meta.reset_index(drop=True).assign(image_id=ids)
 
@@ -93,10 +83,8 @@ def read_isic2016(
     root: str | Path, split: Literal["train", "test", "all"] = "all", missing: Missing = "error"
 ) -> pd.DataFrame:
     """ISIC 2016 Part 3: a headerless ``image,label`` CSV (benign/malignant or 0/1) + images.
-
     ``split="all"``: the training set, plus the official test set (kept by :func:`split_table`)
-    when its CSV and images folder are there (the CSV alone with ``missing="keep"``).
-    """
+    when its CSV and images folder are there (the CSV alone with ``missing="keep"``)."""
     root = Path(root).expanduser()
     if split == "all":
         parts = [read_isic2016(root, "train", missing)]
@@ -108,8 +96,7 @@ def read_isic2016(
         return table
     if split not in layouts.ISIC2016_FILES:
         raise ValueError(f"split must be 'train', 'test' or 'all', not {split!r}")
-    csv_name, images_name = layouts.ISIC2016_FILES[split]
-    csv = root / csv_name
+    csv, images = (root / name for name in layouts.ISIC2016_FILES[split])
     frame = _read_csv(csv, f"ISIC 2016 Part 3 {split} ground truth", header=False)
     if frame.shape[1] != 2:
         raise DatasetError(
@@ -119,8 +106,7 @@ def read_isic2016(
     frame.columns = ["image_id", "label"]
     ids = _check_ids(frame, "image_id", csv, first_row=1)
     frame["label"] = _map_labels(frame["label"].str.lower(), _ISIC2016_LABELS, csv, 1, ids)
-    table = _finish(frame, layouts.BINARY_CLASSES, csv, missing, [root / images_name])
-    return table.assign(split=split)
+    return _finish(frame, layouts.BINARY_CLASSES, csv, missing, [images]).assign(split=split)
 
 
 def read_ham10000(root: str | Path, missing: Missing = "error") -> pd.DataFrame:
@@ -132,8 +118,8 @@ def read_ham10000(root: str | Path, missing: Missing = "error") -> pd.DataFrame:
     expected = f"lesion_id, image_id, dx, dx_type, age, sex, localization ({_HELP})"
     _check_columns(frame, csv, ["image_id", "dx"], expected)
     ids = _check_ids(frame, "image_id", csv, first_row=2)
-    dx = frame["dx"].str.lower()
-    frame["label"] = _map_labels(dx, layouts.HAM10000_TO_ISIC2019, csv, 2, ids)
+    mapping = layouts.HAM10000_TO_ISIC2019
+    frame["label"] = _map_labels(frame["dx"].str.lower(), mapping, csv, 2, ids)
     frame["site"] = frame.get("localization", "")
     folders = [*(root / name for name in layouts.HAM10000_IMAGE_DIRS), root]
     return restrict_classes(_finish(frame, ISIC2019_CLASSES, csv, missing, folders))
@@ -145,7 +131,7 @@ def read_imagefolder(root: str | Path) -> pd.DataFrame:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"image folder not found: expected {root}/<class>/*.jpg; {_HELP}.")
-    subdirs = _subfolders(root)
+    subdirs = _entries(root, Path.is_dir)
     split_dirs = [d for d in subdirs if d.name.lower() in layouts.SPLIT_FOLDERS]
     if split_dirs and len(split_dirs) != len(subdirs):
         others = sorted(d.name for d in subdirs if d not in split_dirs)
@@ -156,24 +142,18 @@ def read_imagefolder(root: str | Path) -> pd.DataFrame:
         )
     rows = []
     for folder in split_dirs or [root]:
-        class_dirs = _subfolders(folder)
-        if not class_dirs:
+        split = layouts.SPLIT_FOLDERS.get(folder.name.lower())  # None without split folders
+        if not (class_dirs := _entries(folder, Path.is_dir)):
             raise DatasetError(
                 f"{folder} has no class sub-folders; expected {folder}/<class>/*.jpg "
                 "(one folder per class, the folder name is the label)."
             )
         for class_dir in class_dirs:
-            files = sorted(
-                p
-                for p in class_dir.iterdir()
-                if p.is_file() and p.suffix.lower() in layouts.IMAGE_SUFFIXES
-            )
-            if not files:
+            if not (files := _entries(class_dir, _is_image)):
                 raise DatasetError(
                     f"class folder {class_dir} has no images (.jpg, .jpeg, .png); "
                     "add images or delete the folder."
                 )
-            split = layouts.SPLIT_FOLDERS.get(folder.name.lower())  # None without split folders
             for file in files:
                 image_id = file.relative_to(root).with_suffix("").as_posix()
                 rows.append((image_id, str(file.resolve()), class_dir.name, split))
@@ -182,8 +162,12 @@ def read_imagefolder(root: str | Path) -> pd.DataFrame:
     return table.assign(split=frame["split"]) if split_dirs else table
 
 
-def _subfolders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _entries(folder: Path, keep: Callable[[Path], bool]) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if keep(p) and not p.name.startswith("."))
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in layouts.IMAGE_SUFFIXES
 
 
 def load_table(
@@ -201,7 +185,7 @@ def load_table(
 
 def classes_of(table: pd.DataFrame) -> list[str]:
     """The class list in model order (the categories of ``table['label']``)."""
-    if "label" not in table.columns or not isinstance(table["label"].dtype, pd.CategoricalDtype):
+    if not isinstance(table.get("label", pd.Series()).dtype, pd.CategoricalDtype):
         raise DatasetError(
             "the table has no categorical 'label' column; build it with a lesionlib.datasets reader"
         )
@@ -218,8 +202,8 @@ def _read_csv(path: Path, what: str, header: bool = True) -> pd.DataFrame:
     """``path`` as stripped strings (CRLF or LF, optional BOM; empty cells are '')."""
     if not path.is_file():
         raise DatasetError(f"{what} not found: expected {path}; {_HELP}.")
+    kw: dict[str, Any] = {"dtype": str, "keep_default_na": False, "encoding": "utf-8-sig"}
     try:
-        kw: dict[str, Any] = dict(dtype=str, keep_default_na=False, encoding="utf-8-sig")
         frame = pd.read_csv(path, header=0 if header else None, **kw)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path} is not a readable CSV file ({err}); {_OFFICIAL}.") from err
@@ -234,18 +218,15 @@ def _check_columns(frame: pd.DataFrame, csv: Path, required: list[str], expected
             found = list(frame.columns)
             raise DatasetError(f"{csv}: no {column!r} column (found {found}); expected {expected}.")
     if "lesion_id" not in frame.columns:
-        warnings.warn(
+        message = (
             f"{csv} has no 'lesion_id' column: each image is treated as its own lesion, so images "
             "of one lesion are not grouped and a split may put them in both train and test. "
-            "Use the official metadata file, which has lesion_id.",
-            UserWarning,
-            stacklevel=3,
+            "Use the official metadata file, which has lesion_id."
         )
+        warnings.warn(message, UserWarning, stacklevel=3)
 
 
-def _check_ids(
-    frame: pd.DataFrame, column: str, csv: Path, first_row: int, empty_ok: bool = False
-) -> list[str]:
+def _check_ids(frame: pd.DataFrame, column: str, csv: Path, first_row: int, empty_ok=False) -> list:
     """The image ids of ``frame``; refuses a CSV without rows (an interrupted download or an
     overwritten file) unless ``empty_ok``, and one that lists an image twice."""
     if frame.empty and not empty_ok:
@@ -254,22 +235,20 @@ def _check_ids(
             f"file was overwritten; {_OFFICIAL}."
         )
     ids = frame[column]
-    duplicated = ids[ids.duplicated(keep=False)]
-    if not duplicated.empty:
+    twice = ids[ids.duplicated(keep=False)]
+    if not twice.empty:
         parts = [
             f"{image_id!r} (rows {', '.join(str(i + first_row) for i in group.index)})"
-            for image_id, group in list(duplicated.groupby(duplicated, sort=False))[:5]
+            for image_id, group in list(twice.groupby(twice, sort=False))[:5]
         ]
         raise DatasetError(
-            f"{csv}: {duplicated.nunique()} image id(s) listed more than once: "
-            f"{'; '.join(parts)}. Each image must appear once: remove the duplicate rows."
+            f"{csv}: {twice.nunique()} image id(s) listed more than once: {'; '.join(parts)}. "
+            "Each image must appear once: remove the duplicate rows."
         )
     return ids.tolist()
 
 
-def _refuse_rows(
-    csv: Path, wrong: np.ndarray, what: str, fix: str, ids: list[str], first_row: int
-) -> None:
+def _refuse_rows(csv: Path, wrong: np.ndarray, what: str, fix: str, ids: list, first_row: int):
     """Raise naming the first five ``wrong`` rows as ``row 17 (ISIC_0000016)`` (file lines)."""
     rows = np.flatnonzero(wrong)
     if rows.size:
@@ -277,14 +256,12 @@ def _refuse_rows(
         raise DatasetError(f"{csv}: {rows.size} row(s) {what} at {names}; {fix}")
 
 
-def _map_labels(
-    raw: pd.Series, mapping: dict[str, str], csv: Path, first_row: int, ids: list[str]
-) -> pd.Series:
+def _map_labels(raw: pd.Series, mapping: dict, csv: Path, first_row: int, ids: list) -> pd.Series:
     """``raw`` mapped to class names; refuses a label that ``mapping`` does not know."""
     unknown = ~raw.isin(list(mapping)).to_numpy()
-    values = ", ".join(repr(v) for v in raw[unknown][:5])
+    what = f"with an unknown label ({', '.join(repr(v) for v in raw[unknown][:5])})"
     allowed = f"allowed values: {', '.join(mapping)}. Fix or remove those rows."
-    _refuse_rows(csv, unknown, f"with an unknown label ({values})", allowed, ids, first_row)
+    _refuse_rows(csv, unknown, what, allowed, ids, first_row)
     return raw.map(mapping)
 
 
@@ -329,27 +306,17 @@ def _finish(
 
 def _make_table(frame: pd.DataFrame, classes: Sequence[str], source: Path) -> pd.DataFrame:
     """The standard table from ``frame``'s ``image_id, path, label`` and, where it has them,
-    ``lesion_id, age, sex, site`` ('' is unknown; an unknown lesion is the image's own).
-    ``source`` (the CSV or folder read) goes in ``table.attrs``, to be named in messages."""
-
-    def text(name: str) -> pd.Series:
-        values = frame[name] if name in frame.columns else [""] * len(frame)
-        return pd.Series([np.nan if v == "" else v for v in values], dtype=object)
-
+    ``lesion_id, age, sex, site`` ('' is unknown; an unknown lesion is the image's own);
+    ``table.attrs["source"]`` names the CSV or folder read, for messages."""
     ids = frame["image_id"].astype(str)
     label = pd.Categorical(frame["label"], categories=list(classes))
-    table = pd.DataFrame(
-        {
-            "image_id": ids,
-            "path": frame["path"].astype(str),
-            "label": label,
-            "target": label.codes.astype(np.int64),
-            "lesion_id": text("lesion_id").fillna(ids).astype(str),
-            "age": pd.to_numeric(text("age"), errors="coerce"),
-            "sex": text("sex"),
-            "site": text("site"),
-        }
-    )
+    table = pd.DataFrame({"image_id": ids, "path": frame["path"].astype(str), "label": label})
+    table["target"] = label.codes.astype(np.int64)
+    for name in ("lesion_id", "age", "sex", "site"):
+        values = frame[name] if name in frame.columns else [""] * len(frame)
+        table[name] = np.array([np.nan if v == "" else v for v in values], dtype=object)
+    table["lesion_id"] = table["lesion_id"].fillna(ids).astype(str)
+    table["age"] = pd.to_numeric(table["age"], errors="coerce")
     table.attrs["source"] = str(source)
     return table
 
@@ -357,9 +324,6 @@ def _make_table(frame: pd.DataFrame, classes: Sequence[str], source: Path) -> pd
 def _source(table: pd.DataFrame) -> str:
     """The file or folder a reader built ``table`` from, for messages; else "the table"."""
     return table.attrs.get("source", "the table")
-
-
-# --------------------------------------------------------------------------- splits
 
 
 def split_table(
@@ -376,19 +340,16 @@ def split_table(
     check_trainable(table)
     for message in split_warnings(table, val_fraction, test_fraction):
         warnings.warn(message, UserWarning, stacklevel=2)
-    targets = table["target"].to_numpy()
-    groups = table["lesion_id"].astype(str).to_numpy()
+    targets, groups = table["target"].to_numpy(), table["lesion_id"].astype(str).to_numpy()
     official = _official_test(table)
     split = np.where(official, "test", "train").astype(object)
-    carved = ["train"]
-    if test_fraction > 0 and not official.any():
+    carved = _carved(val_fraction, test_fraction, official)
+    if "test" in carved:
         split[_carve(targets, groups, test_fraction, seed)] = "test"
-        carved.append("test")
-    if val_fraction > 0:
+    if "val" in carved:
         rest = np.flatnonzero(split == "train")
         share = val_fraction * len(table) / len(rest)
         split[rest[_carve(targets[rest], groups[rest], share, seed)]] = "val"
-        carved.append("val")
     _cover_classes(split, targets, groups, carved, seed)
     return table.assign(split=split.astype(str))
 
@@ -396,6 +357,12 @@ def split_table(
 def _official_test(table: pd.DataFrame) -> np.ndarray:
     """Which rows are in an official test split (kept as the test split)."""
     return table["split"].eq("test").to_numpy() if "split" in table else np.zeros(len(table), bool)
+
+
+def _carved(val_fraction: float, test_fraction: float, official: np.ndarray) -> list[str]:
+    """The splits :func:`split_table` divides the rows into: train, then test, then val."""
+    test = ["test"] * (test_fraction > 0 and not official.any())
+    return ["train", *test, *["val"] * (val_fraction > 0)]
 
 
 def _carve(targets: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -431,15 +398,13 @@ def _cover_classes(
             if per_split[receiver].size or not (enough or receiver == "train"):
                 continue
             donor = max(carved, key=lambda s: per_split[s].size)
-            if per_split[donor].size < (2 if enough else 1):
-                continue
-            lesion = rng.choice(per_split[donor])
-            split[movable & (groups == lesion)] = receiver
+            if per_split[donor].size >= (2 if enough else 1):
+                split[movable & (groups == rng.choice(per_split[donor]))] = receiver
 
 
 def check_trainable(table: pd.DataFrame) -> None:
-    """Raise :class:`DatasetError` unless ``table`` has images of at least two classes: no rows
-    cannot be split, and one class trains a "classifier" that can only answer that class."""
+    """Raise :class:`DatasetError` unless ``table`` has images of at least two classes (one class
+    trains a "classifier" that can only answer that class)."""
     if table.empty:
         raise DatasetError(
             f"{_source(table)} has no images (the table has no rows); check the data folder and "
@@ -457,18 +422,15 @@ def check_trainable(table: pd.DataFrame) -> None:
 def split_warnings(
     table: pd.DataFrame, val_fraction: float = 0.15, test_fraction: float = 0.15
 ) -> list[str]:
-    """Why :func:`split_table` with these fractions cannot split ``table`` as asked (a class with
-    fewer lesions than splits to carve; held-out splits of less than one image per class), one
-    message per problem with the counts, the consequence and the fix; empty when all is well."""
+    """Why :func:`split_table` cannot split ``table`` as asked (a class with fewer lesions than
+    splits; held-out splits of less than one image per class): one message per problem with
+    the counts, the consequence and the fix; empty when all is well."""
     official = _official_test(table)
-    carved = ["train"] + ["val"] * (val_fraction > 0)
-    carved += ["test"] * (test_fraction > 0 and not official.any())
-    messages = []
+    carved, messages = _carved(val_fraction, test_fraction, official), []
     labels = table.loc[~official, "label"].astype(str)  # the rows split_table divides
     lesions = table.loc[~official, "lesion_id"].groupby(labels).nunique()
     images = labels.value_counts()
-    short = [c for c in table["label"].astype(str).unique() if lesions.get(c, 0) < len(carved)]
-    if short:
+    if short := [c for c in table["label"].astype(str).unique() if lesions.get(c, 0) < len(carved)]:
         listed = "; ".join(
             f"{c!r}: {images[c]} image(s) of {lesions[c]} lesion(s)"
             if c in images
@@ -477,15 +439,14 @@ def split_warnings(
         )
         messages.append(
             f"{_source(table)}: {len(short)} class(es) have fewer lesions than the {len(carved)} "
-            f"splits ({', '.join(carved)}): {listed}. The split puts them in train first, so each "
-            "will be missing from a held-out split and get no score there. Add images of those "
-            "classes, drop them from the table, or set a fraction to 0 (val_fraction= / "
-            "test_fraction=; command line: --val-fraction / --test-fraction)."
+            f"splits ({', '.join(sorted(carved, key=SPLITS.index))}): {listed}. The split puts "
+            "them in train first, so each will be missing from a held-out split and get no score "
+            "there. Add images of those classes, drop them from the table, or set a fraction to 0 "
+            "(val_fraction= / test_fraction=; command line: --val-fraction / --test-fraction)."
         )
     held_out = {s: f for s, f in (("val", val_fraction), ("test", test_fraction)) if s in carved}
     n_classes = table["label"].astype(str).nunique()
-    small = {s: f * len(table) for s, f in held_out.items() if f * len(table) < n_classes}
-    if small:
+    if small := {s: f * len(table) for s, f in held_out.items() if f * len(table) < n_classes}:
         asked = " and ".join(f"{s}_fraction={f}" for s, f in held_out.items())
         sizes = ", ".join(f"{s} about {size:.1f}" for s, size in small.items())
         messages.append(
@@ -510,16 +471,11 @@ def limit_train(table: pd.DataFrame, max_images: int | None, seed: int = 0) -> p
     return pd.concat([kept, table[table["split"] != "train"]]).sort_index()
 
 
-# --------------------------------------------------------------------------- Dataset
-
-
 class LesionDataset(Dataset):
     """``dataset[i] -> (transform(read_image(path)), target)`` over a table's rows; ``classes``
     is the class list in model order, ``targets`` a numpy array of the targets."""
 
-    def __init__(
-        self, table: pd.DataFrame, transform: Callable[[torch.Tensor], Any] | None = None
-    ) -> None:
+    def __init__(self, table: pd.DataFrame, transform: Callable | None = None) -> None:
         self.classes = classes_of(table)
         self.paths: list[str] = table["path"].astype(str).tolist()
         self.targets: np.ndarray = table["target"].to_numpy(dtype=np.int64)

@@ -34,8 +34,8 @@ class ManualDownloadRequired(DownloadError):
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """A dataset file at ``base_url + name`` (None: no direct link); ``size``/``sha256``: None
-    when unknown; ``extract``: a zip to unpack into ``target``, a sub-folder of the root."""
+    """A file at ``base_url + name`` (None: no direct link); ``size``/``sha256`` None when
+    unknown; ``extract``: a zip to unpack into ``target``, a sub-folder of the root."""
 
     name: str
     base_url: str | None
@@ -50,25 +50,22 @@ class RemoteFile:
 
 
 ISIC_BUCKET = "https://isic-challenge-data.s3.amazonaws.com/"
+_2019, _2016 = ISIC_BUCKET + "2019/", ISIC_BUCKET + "2016/"
+_GT2016_SHA = "0ffadd63b7cec650cddfbe5df54d1d3167453fe6004c2bbf05824184b0c4d405"
 
-# Sizes and hashes are filled in only where checked against the official file; the others are
-# recorded on first download (``<file>.sha256``) and re-verified afterwards. Never guess them.
+# Sizes and hashes only where checked against the official file; the others are recorded on first
+# download (``<file>.sha256``) and re-verified afterwards. Never guess them.
 DATASETS: dict[str, list[RemoteFile]] = {
     "isic2019": [
-        RemoteFile("ISIC_2019_Training_Input.zip", ISIC_BUCKET + "2019/", extract=True),
-        RemoteFile("ISIC_2019_Training_GroundTruth.csv", ISIC_BUCKET + "2019/"),
-        RemoteFile("ISIC_2019_Training_Metadata.csv", ISIC_BUCKET + "2019/"),
+        RemoteFile("ISIC_2019_Training_Input.zip", _2019, extract=True),
+        RemoteFile("ISIC_2019_Training_GroundTruth.csv", _2019),
+        RemoteFile("ISIC_2019_Training_Metadata.csv", _2019),
     ],
     "isic2016": [
-        RemoteFile("ISBI2016_ISIC_Part3_Training_Data.zip", ISIC_BUCKET + "2016/", extract=True),
-        RemoteFile(
-            "ISBI2016_ISIC_Part3_Training_GroundTruth.csv",
-            ISIC_BUCKET + "2016/",
-            size=19419,
-            sha256="0ffadd63b7cec650cddfbe5df54d1d3167453fe6004c2bbf05824184b0c4d405",
-        ),
-        RemoteFile("ISBI2016_ISIC_Part3_Test_Data.zip", ISIC_BUCKET + "2016/", extract=True),
-        RemoteFile("ISBI2016_ISIC_Part3_Test_GroundTruth.csv", ISIC_BUCKET + "2016/"),
+        RemoteFile("ISBI2016_ISIC_Part3_Training_Data.zip", _2016, extract=True),
+        RemoteFile("ISBI2016_ISIC_Part3_Training_GroundTruth.csv", _2016, 19419, _GT2016_SHA),
+        RemoteFile("ISBI2016_ISIC_Part3_Test_Data.zip", _2016, extract=True),
+        RemoteFile("ISBI2016_ISIC_Part3_Test_GroundTruth.csv", _2016),
     ],
     "ham10000": [
         RemoteFile("HAM10000_images_part_1.zip", None, extract=True),
@@ -78,24 +75,23 @@ DATASETS: dict[str, list[RemoteFile]] = {
 }
 """Dataset name -> its files. Extracted layouts match :mod:`lesionlib.datasets`' readers."""
 
-_ISIC_CLI = "or the ISIC command-line tool: pip install isic-cli (see data/README.md)"
+_ISIC_HELP = "Current links: https://challenge.isic-archive.com/data/#{}, or the ISIC command-line "
+_ISIC_HELP += "tool: pip install isic-cli (see data/README.md)."
 _HELP = {  # where to look when a download fails, appended to the error message
-    "isic2019": f"Current links: https://challenge.isic-archive.com/data/#2019, {_ISIC_CLI}.",
-    "isic2016": f"Current links: https://challenge.isic-archive.com/data/#2016, {_ISIC_CLI}.",
+    "isic2019": _ISIC_HELP.format(2019),
+    "isic2016": _ISIC_HELP.format(2016),
     "ham10000": "Official page: https://doi.org/10.7910/DVN/DBW86T (see data/README.md).",
 }
 _MANUAL_STEPS = {  # for datasets whose files have no direct link (``base_url=None``)
     "ham10000": """\
-HAM10000 has no stable direct download link (its Harvard Dataverse file links may change). By hand:
-  1. open https://doi.org/10.7910/DVN/DBW86T, read its terms of use (CC BY-NC 4.0) and download
+HAM10000 has no stable direct download link (its Harvard Dataverse links may change). By hand:
+  1. open https://doi.org/10.7910/DVN/DBW86T, accept its terms (CC BY-NC 4.0), download
      HAM10000_images_part_1.zip, HAM10000_images_part_2.zip and HAM10000_metadata (as CSV);
-  2. put them in {store}, named exactly so (the metadata as HAM10000_metadata.csv);
-  3. run the same command again (python -m lesionlib download ham10000 --to {to}): it records
-     their SHA-256 and extracts them into {root}.
-Missing now: {missing}.
-Alternatives (see data/README.md): the ISIC 2019 training set (python -m lesionlib download
-isic2019) contains the HAM10000 images; the ISIC command-line tool (pip install isic-cli) fetches
-the HAM10000 collection, but its metadata.csv has ISIC Archive column names.""",
+  2. put them in {store} as HAM10000_images_part_1.zip, ..._part_2.zip, HAM10000_metadata.csv;
+  3. run again (python -m lesionlib download ham10000 --to {to}): it extracts them into {root}.
+Missing now: {missing}. Alternatives (data/README.md): the ISIC 2019 training set contains the
+HAM10000 images (python -m lesionlib download isic2019); the ISIC command-line tool (pip install
+isic-cli) fetches the HAM10000 collection, with ISIC Archive column names in its metadata.csv.""",
 }
 
 COLAB_DRIVE_ROOT = Path("/content/drive/MyDrive")
@@ -121,8 +117,8 @@ def _no_space(folder: Path, what: str, detail: str) -> DownloadError:
 
 
 def _check_space(folder: Path, needed: int, what: str) -> None:
-    """Raise :func:`_no_space` when ``folder``'s disk (or, before it exists, that of its nearest
-    parent) has less than ``needed`` bytes free."""
+    """Raise :func:`_no_space` unless the disk of ``folder`` (or its nearest existing parent)
+    has ``needed`` bytes free."""
     free = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
     if needed > free:
         detail = f"it needs {_bytes(needed)} in {folder}, and that disk has {_bytes(free)} free"
@@ -142,12 +138,9 @@ def _sha256(path: Path, progress: bool) -> str:
 def _verify(
     dest: Path, sha256: str | None, size: int | None, progress: bool, url: str | None = None
 ) -> None:
-    """Check ``dest`` against ``size`` and ``sha256``, else the hash in its record ``dest.sha256``.
-
-    With ``url``, the ``.part`` just downloaded from it is checked, then renamed ``dest``. The
-    record (``sha256sum -c``'s format) also keeps the size and mtime verified: while they are
-    unchanged the file is not read again (a 9 GB zip on Drive).
-    """
+    """Check ``dest`` against ``size`` and ``sha256``, else the hash recorded in ``dest.sha256``
+    (``sha256sum -c``'s format, plus the size and mtime verified: an unchanged file is not read
+    again). With ``url``, the ``.part`` just downloaded is checked, then renamed ``dest``."""
     path = dest.with_name(dest.name + ".part") if url else dest
     record = dest.with_name(dest.name + ".sha256")
     st = path.stat()
@@ -162,8 +155,7 @@ def _verify(
     elif expected in (None, actual := _sha256(path, progress)):  # none known yet, or a match
         if url:
             os.replace(path, dest)
-        record.with_name(record.name + ".tmp").write_text(f"{actual}  {dest.name}\n{stamp}\n")
-        os.replace(record.with_name(record.name + ".tmp"), record)
+        _write_atomic(record, f"{actual}  {dest.name}\n{stamp}\n")
         return
     else:
         source = "the known hash" if sha256 else f"the hash recorded at download ({record})"
@@ -181,9 +173,12 @@ def _verify(
     raise DownloadError(f"{dest} {problem}\nIt is incomplete, corrupt or another version. {fix}")
 
 
-def _fetch(
-    url: str, dest: Path, size: int | None, timeout: float, progress: bool, chunk: int
-) -> None:
+def _write_atomic(path: Path, text: str) -> None:
+    path.with_name(path.name + ".tmp").write_text(text)
+    os.replace(path.with_name(path.name + ".tmp"), path)
+
+
+def _fetch(url: str, dest: Path, size: int | None, timeout: float, progress: bool) -> None:
     """One attempt: append to ``dest.part`` from its current size (HTTP Range), or restart.
     Network errors propagate; room for the rest is checked before writing (``.part`` kept)."""
     part = dest.with_name(dest.name + ".part")
@@ -216,7 +211,7 @@ def _fetch(
         mode = "ab" if offset else "wb"
         try:
             with part.open(mode) as f, tqdm.wrapattr(response, "read", total, **bar) as src:
-                shutil.copyfileobj(src, f, chunk)
+                shutil.copyfileobj(src, f, 1 << 20)
         except OSError as exc:
             if exc.errno not in _DISK_FULL:
                 raise
@@ -240,7 +235,6 @@ def download_file(
     backoff: float = 1.0,
     timeout: float = 60,
     progress: bool = True,
-    chunk_size: int = 1 << 20,
 ) -> Path:
     """Download ``url`` to ``dest`` through ``dest.part`` (resumed with HTTP Range), retrying
     network errors and 5xx ``retries`` times, ``backoff * 2**attempt`` s apart; then verify it.
@@ -257,7 +251,7 @@ def download_file(
         if size is not None and part.exists() and part.stat().st_size == size:
             break  # complete from an earlier run: only verification is left
         try:
-            _fetch(url, dest, size, timeout, progress, chunk_size)
+            _fetch(url, dest, size, timeout, progress)
             break
         except (OSError, http.client.HTTPException) as exc:  # HTTPError is an OSError
             if isinstance(exc, HTTPError) and exc.code < 500 and exc.code not in (408, 429):
@@ -316,23 +310,21 @@ def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
             shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted run
             staging.mkdir(parents=True)
             zf.extractall(staging)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        raise DownloadError(
-            f"{archive} is not a valid zip file (corrupt or incomplete download). "
-            "Delete it and run again to download it afresh."
-        ) from exc
-    except OSError as exc:
+        if not isinstance(exc, OSError):
+            raise DownloadError(
+                f"{archive} is not a valid zip file (corrupt or incomplete download). "
+                "Delete it and run again to download it afresh."
+            ) from exc
         if exc.errno not in _DISK_FULL:
             raise
-        shutil.rmtree(staging, ignore_errors=True)
         raise _no_space(target, what, f"{target} became full ({exc.strerror})") from exc
     # move every file into place (renames, not copies), merging with folders already there
     shutil.copytree(staging, target, copy_function=os.replace, dirs_exist_ok=True)
     shutil.rmtree(staging)
     files = [info.filename for info in infos if not info.is_dir()]
-    marker.with_name(marker.name + ".tmp").write_text("".join(f"{n}\n" for n in files))
-    os.replace(marker.with_name(marker.name + ".tmp"), marker)
+    _write_atomic(marker, "".join(f"{n}\n" for n in files))
     return [target / name for name in files]
 
 
@@ -355,8 +347,9 @@ def download(
     store = Path(drive_dir).expanduser() / dataset if drive_dir is not None else root
     missing = [f.name for f in files if f.url is None and not (store / f.target / f.name).exists()]
     if missing:
+        steps = _MANUAL_STEPS[dataset]
         raise ManualDownloadRequired(
-            _MANUAL_STEPS[dataset].format(store=store, to=to, root=root, missing=", ".join(missing))
+            steps.format(store=store, to=to, root=root, missing=", ".join(missing))
         )
     for f in files:
         stored = store / f.target / f.name

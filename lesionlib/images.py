@@ -1,7 +1,5 @@
 """Decoding and checking images: Pillow for every format, a faster JPEG decoder when one works.
-
-Every error names the file and the fix, as a :class:`~lesionlib.layouts.DatasetError`.
-"""
+Every error names the file and the fix, as a :class:`~lesionlib.layouts.DatasetError`."""
 
 from __future__ import annotations
 
@@ -32,11 +30,8 @@ _VALIDATE = (
 
 
 def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
-    """Open an image as 8-bit RGB, EXIF orientation applied, fully decoded (errors surface here).
-
-    With ``draft_size`` a JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale whose sides stay
-    >= ``draft_size``: much faster for large originals.
-    """
+    """Open an image as 8-bit RGB, EXIF orientation applied, fully decoded (errors surface here);
+    ``draft_size``: a JPEG decoded at the smallest 1/2-1/8 scale with sides >= it (much faster)."""
     try:
         with Image.open(path) as img:
             if draft_size is not None:
@@ -94,9 +89,8 @@ JPEG_DECODERS: dict[str, Callable[[], Callable[[bytes], torch.Tensor]]] = {
 
 @functools.cache
 def jpeg_decoder() -> tuple[str, Callable[[bytes], torch.Tensor] | None]:
-    """``(description, decode)`` of the first decoder in :data:`JPEG_DECODERS` that decodes a
-    test image (a build made for another torch or CUDA may import and still fail), else
-    ``("Pillow (why)", None)``. Decided once per process."""
+    """``(description, decode)`` of the first of :data:`JPEG_DECODERS` that decodes a test image
+    (a build for another torch or CUDA may import, then fail), else ``("Pillow (why)", None)``."""
     probe = io.BytesIO()
     Image.new("RGB", (8, 8), (200, 30, 30)).save(probe, "JPEG")
     failures = []
@@ -114,12 +108,9 @@ def jpeg_decoder() -> tuple[str, Callable[[bytes], torch.Tensor] | None]:
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """The image at ``path`` as a uint8 3×H×W RGB tensor, EXIF orientation applied.
-
-    JPEGs go straight to a tensor through :func:`jpeg_decoder` (Pillow reads the header first, so
-    its decompression-bomb limit holds); anything that decoder rejects goes through
-    :func:`load_image`, the same pixels, which raises the error naming the file.
-    """
+    """The image at ``path`` as a uint8 3×H×W RGB tensor, EXIF orientation applied: a JPEG
+    through :func:`jpeg_decoder`, anything else or anything it rejects through :func:`load_image`
+    (the same pixels; it raises the error naming the file)."""
     decode = jpeg_decoder()[1]
     if decode is not None:
         try:
@@ -133,12 +124,9 @@ def read_image(path: str | Path) -> torch.Tensor:
 
 
 def save_uploads(value: Any, folder: str | Path) -> list[Path]:
-    """Write the files of a notebook upload into ``folder``; return their paths.
-
-    ``value``: ``FileUpload.value`` of ipywidgets 8 (a tuple of dicts with ``name`` and
-    ``content``) or 7 (a dict name -> dict with ``content``), or the dict name -> bytes of
-    ``google.colab.files.upload()``.
-    """
+    """Write the files of a notebook upload into ``folder``; return their paths. ``value``: an
+    ipywidgets 8 ``FileUpload.value`` (dicts with ``name`` and ``content``), an ipywidgets 7 one
+    (name -> dict with ``content``) or ``google.colab.files.upload()`` (name -> bytes)."""
     if isinstance(value, dict):
         files = [(name, f["content"] if isinstance(f, dict) else f) for name, f in value.items()]
     else:
@@ -163,39 +151,31 @@ def _scan_image(path: str) -> tuple[str, tuple[int, int], str] | str:
 
 
 def validate_table(table: pd.DataFrame, progress: bool = True) -> dict[str, Any]:
-    """Decode every image of ``table`` (a few threads) and report, JSON-safe, what would break or
-    bias training.
-
-    Keys: ``images`` (rows), ``classes`` ({class: rows}, model order), ``unreadable``
-    ([{path, error}]), ``duplicates`` ([{sha1, paths}]: byte-identical files), ``duplicate_ids``
-    (image ids listed twice), ``size_range`` (min/max width and height after EXIF orientation;
-    None when nothing is readable) and ``modes`` ({stored PIL mode: readable files}).
-    """
+    """Decode every image of ``table`` (a few threads); report, JSON-safe, what would break or
+    bias training: ``images``, ``classes`` ({class: rows}), ``unreadable`` ([{path, error}]),
+    ``duplicates`` ([{sha1, paths}]: identical files), ``duplicate_ids``, ``size_range`` (after
+    EXIF orientation; None when nothing is readable) and ``modes`` ({stored PIL mode: files})."""
     paths = list(dict.fromkeys(table["path"].astype(str)))
-    workers = min(8, os.cpu_count() or 1)
-    scans = thread_map(
-        _scan_image, paths, max_workers=workers, desc="validating images", disable=not progress
-    )
-    readable = {p: s for p, s in zip(paths, scans, strict=True) if not isinstance(s, str)}
+    bar = {"max_workers": min(8, os.cpu_count() or 1), "desc": "validating images"}
+    scans = thread_map(_scan_image, paths, **bar, disable=not progress)
+    scans = dict(zip(paths, scans, strict=True))
+    readable = {p: s for p, s in scans.items() if not isinstance(s, str)}
     by_digest: dict[str, list[str]] = {}
     for path, (digest, _, _) in readable.items():
         by_digest.setdefault(digest, []).append(path)
     ids = table["image_id"].astype(str) if "image_id" in table.columns else pd.Series(dtype=str)
-    widths = [size[0] for _, size, _ in readable.values()]
-    heights = [size[1] for _, size, _ in readable.values()]
+    sizes = {"width": [s[1][0] for s in readable.values()]}
+    sizes["height"] = [s[1][1] for s in readable.values()]
     return {
         "images": len(table),
         "classes": {str(c): int(n) for c, n in table["label"].value_counts(sort=False).items()},
-        "unreadable": [
-            {"path": p, "error": s} for p, s in zip(paths, scans, strict=True) if isinstance(s, str)
-        ],
+        "unreadable": [{"path": p, "error": s} for p, s in scans.items() if isinstance(s, str)],
         "duplicates": [{"sha1": d, "paths": g} for d, g in by_digest.items() if len(g) > 1],
         "duplicate_ids": ids[ids.duplicated()].unique().tolist(),
         "size_range": {
-            "min_width": min(widths, default=None),
-            "max_width": max(widths, default=None),
-            "min_height": min(heights, default=None),
-            "max_height": max(heights, default=None),
+            f"{f.__name__}_{side}": f(values, default=None)
+            for side, values in sizes.items()
+            for f in (min, max)
         },
         "modes": dict(Counter(mode for _, _, mode in readable.values())),
     }

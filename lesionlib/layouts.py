@@ -1,7 +1,6 @@
 """The official dataset layouts: their file and folder names, classes and label mappings.
 
-Imports only the error base of lesionlib.settings, so that every other module can import it.
-"""
+Imports only the error base of lesionlib.settings, so that every other module can import it."""
 
 from __future__ import annotations
 
@@ -15,17 +14,11 @@ ISIC2019_CLASSES: tuple[str, ...] = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VAS
 BINARY_CLASSES: tuple[str, ...] = ("benign", "malignant")
 
 FULL_NAMES: dict[str, str] = {
-    "MEL": "Melanoma",
-    "NV": "Melanocytic nevus",
-    "BCC": "Basal cell carcinoma",
-    "AK": "Actinic keratosis",
-    "BKL": "Benign keratosis",
-    "DF": "Dermatofibroma",
-    "VASC": "Vascular lesion",
-    "SCC": "Squamous cell carcinoma",
-    "benign": "Benign",
-    "malignant": "Malignant",
-}
+    "MEL": "Melanoma", "NV": "Melanocytic nevus", "BCC": "Basal cell carcinoma",
+    "AK": "Actinic keratosis", "BKL": "Benign keratosis", "DF": "Dermatofibroma",
+    "VASC": "Vascular lesion", "SCC": "Squamous cell carcinoma",
+    "benign": "Benign", "malignant": "Malignant",
+}  # fmt: skip
 
 
 def full_name(code: str) -> str:
@@ -34,14 +27,8 @@ def full_name(code: str) -> str:
 
 
 HAM10000_TO_ISIC2019: dict[str, str] = {
-    "akiec": "AK",
-    "bcc": "BCC",
-    "bkl": "BKL",
-    "df": "DF",
-    "mel": "MEL",
-    "nv": "NV",
-    "vasc": "VASC",
-}
+    "akiec": "AK", "bcc": "BCC", "bkl": "BKL", "df": "DF", "mel": "MEL", "nv": "NV", "vasc": "VASC"
+}  # fmt: skip
 """HAM10000 ``dx`` codes to ISIC 2019 columns (HAM10000 has no SCC; akiec covers AK and Bowen's)."""
 
 ISIC2019_GROUND_TRUTH = "ISIC_2019_Training_GroundTruth.csv"

@@ -31,10 +31,8 @@ class WeightsUnavailableError(LesionlibError, RuntimeError):
 
 
 class SimpleCNN(nn.Module):
-    """The seeds' small network: two 5×5 convolutions with max pooling, then three linear layers.
-
-    ``image_size`` sets the input of ``fc1``: 32·53·53 = 89,888 features at 224 px.
-    """
+    """The seeds' small network: two 5×5 convolutions with max pooling, then three linear layers
+    (``fc1`` takes 32·53·53 = 89,888 features at ``image_size=224``)."""
 
     def __init__(self, num_classes: int = 8, image_size: int = 224) -> None:
         super().__init__()
@@ -44,8 +42,7 @@ class SimpleCNN(nn.Module):
                 f"leave nothing of a smaller image), got {image_size}"
             )
         self.image_size = image_size
-        side = ((image_size - 4) // 2 - 4) // 2
-        self.flat_features = 32 * side * side
+        self.flat_features = 32 * (((image_size - 4) // 2 - 4) // 2) ** 2
         self.conv1 = nn.Conv2d(3, 16, 5)
         self.pool = nn.MaxPool2d(2, 2)
         self.conv2 = nn.Conv2d(16, 32, 5)
@@ -63,24 +60,16 @@ class SimpleCNN(nn.Module):
                 f"SimpleCNN was built for {self.image_size}×{self.image_size} images but got "
                 f"{tuple(x.shape)} features; build it with image_size equal to the transforms' size"
             )
-        x = F.relu(self.fc1(x))
-        x = F.relu(self.fc2(x))
-        return self.fc3(x)
-
-
-def _cached_file(weights: WeightsEnum) -> Path:
-    """Where torch hub keeps (or will download) the file of ``weights``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
 
 
 def _check_cached_hash(path: Path) -> None:
     """Check a cached file against the SHA-256 prefix in its name (torch hub checks downloads)."""
-    match = torch.hub.HASH_REGEX.search(path.name)
+    match, digest = torch.hub.HASH_REGEX.search(path.name), hashlib.sha256()
     if match is None:
         return
-    digest = hashlib.sha256()
     with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
+        while chunk := file.read(1 << 20):  # 1 MiB at a time: VGG-19's file is 548 MB
             digest.update(chunk)
     if not digest.hexdigest().startswith(match.group(1)):
         raise RuntimeError(
@@ -90,13 +79,10 @@ def _check_cached_hash(path: Path) -> None:
 
 
 def load_pretrained_state(weights: WeightsEnum, check_hash: bool = True) -> dict[str, torch.Tensor]:
-    """The state dict of torchvision ``weights``, from the torch hub cache or downloaded into it.
-
-    With ``check_hash`` the file's SHA-256 must start with the hash in its name, also for a file
-    already in the cache. Any failure raises :class:`WeightsUnavailableError` naming the URL, the
-    exact path to put the file at, and the alternative (``pretrained=False``).
-    """
-    path = _cached_file(weights)
+    """The state dict of torchvision ``weights``, from the torch hub cache or downloaded into it;
+    ``check_hash`` also checks a cached file. Any failure raises :class:`WeightsUnavailableError`
+    naming the URL, the path to put the file at, and ``pretrained=False``."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
     try:
         if check_hash and path.is_file():
             _check_cached_hash(path)
@@ -104,10 +90,8 @@ def load_pretrained_state(weights: WeightsEnum, check_hash: bool = True) -> dict
     except Exception as err:  # network, hash, disk or unpickling: all mean "no weights"
         raise WeightsUnavailableError(
             f"pretrained weights {type(weights).__name__}.{weights.name} are unavailable "
-            f"({type(err).__name__}: {err}).\n"
-            f"  Fix 1: download {weights.url}\n"
-            f"         and save it as {path}\n"
-            "  Fix 2: train from random initialisation: pretrained=False "
+            f"({type(err).__name__}: {err}).\n  Fix 1: download {weights.url}\n         and save "
+            f"it as {path}\n  Fix 2: train from random initialisation: pretrained=False "
             "(command line: --no-pretrained)."
         ) from err
 
@@ -121,14 +105,10 @@ def build_model(
     *,
     check_hash: bool = True,
 ) -> nn.Module:
-    """One of :data:`MODEL_NAMES` with a ``num_classes`` head; ``model.pretrained_source`` says
-    which weights it starts from.
-
-    ``pretrained`` loads torchvision's ImageNet weights (see :func:`load_pretrained_state`);
-    ``freeze_backbone`` then trains only the new head. ``image_size`` matters only for
-    ``simplecnn``. ``check_hash=False`` accepts a cached weights file whose SHA-256 does not match
-    its name (e.g. your own copy saved under that name).
-    """
+    """One of :data:`MODEL_NAMES` with a ``num_classes`` head, from ImageNet weights if
+    ``pretrained`` (``freeze_backbone``: train only the head); ``model.pretrained_source`` says
+    which. ``image_size``: for ``simplecnn`` only. ``check_hash=False`` accepts a cached weights
+    file whose SHA-256 does not match its name (e.g. your own copy)."""
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
     if name == "simplecnn" and pretrained:
@@ -145,16 +125,13 @@ def build_model(
         model: nn.Module = SimpleCNN(num_classes, image_size)
         model.pretrained_source = RANDOM_INIT
         return model
-
     constructor, weights = _TORCHVISION[name]
     model = constructor(weights=None)
+    model.pretrained_source = RANDOM_INIT
     if pretrained:
         model.load_state_dict(load_pretrained_state(weights, check_hash=check_hash))
         model.pretrained_source = f"{type(weights).__name__}.{weights.name}"
-    else:
-        model.pretrained_source = RANDOM_INIT
-    if freeze_backbone:
-        model.requires_grad_(False)
+    model.requires_grad_(not freeze_backbone)
     if name.startswith("resnet"):
         model.fc = nn.Linear(model.fc.in_features, num_classes)
     else:

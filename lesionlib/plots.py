@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -30,8 +30,9 @@ from lesionlib.transforms import denormalize
 PALETTE: list[tuple[float, float, float]] = list(sns.color_palette("colorblind"))
 """The course palette (seaborn's colour-blind-safe set): splits, runs, metrics in order."""
 WRONG_COLOR = "tab:red"  # title colour of wrongly predicted images in show_batch
-_REFERENCE_COLOR = "0.45"  # grey of chance level, perfect calibration, best epoch
+_REFERENCE = {"ls": "--", "lw": 1, "color": "0.45"}  # chance, perfect calibration, best epoch
 _HEATMAP = {"annot": True, "cmap": "Blues", "vmin": 0, "square": True, "linewidths": 0.5}
+_CLASS_RANK = {c: i for i, c in enumerate((*ISIC2019_CLASSES, *BINARY_CLASSES))}
 
 # Axis labels that are not just the metric name capitalised, and the metrics shown in %.
 _LABELS = {"loss": "Cross-entropy loss", "lr": "Learning rate", "seconds": "Time per epoch (s)"}
@@ -46,11 +47,14 @@ def set_style() -> None:
     sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE, rc=rc)
 
 
-def _figure_and_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     """A new figure of ``figsize`` with one axes, or the figure of the ``ax`` given."""
-    if ax is None:
-        return plt.subplots(figsize=figsize, layout="constrained")
-    return ax.figure, ax
+    return plt.subplots(figsize=figsize, layout="constrained") if ax is None else (ax.figure, ax)
+
+
+def _grid(rows: int, cols: int, figsize: tuple[float, float]) -> tuple[Figure, np.ndarray]:
+    """A new figure with a ``rows`` × ``cols`` array of axes."""
+    return plt.subplots(rows, cols, figsize=figsize, squeeze=False, layout="constrained")
 
 
 def _class_label(code: str, full_names: bool, sep: str = " — ") -> str:
@@ -69,11 +73,17 @@ def _percent(*axes: Any) -> None:
         axis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
 
 
+def _bars(ax: Axes, frame: pd.DataFrame, label: Callable[[Any, Any], str], padding=2) -> None:
+    """Write ``label(value, column)`` on each bar of ``frame`` (drawn last); nothing on a NaN
+    (pandas draws it as a 0-high bar)."""
+    for container, column in zip(ax.containers[-frame.shape[1] :], frame.columns, strict=True):
+        labels = ["" if pd.isna(v) else label(v, column) for v in frame[column]]
+        ax.bar_label(container, labels=labels, padding=padding, fontsize="small")
+
+
 def _to_numpy(values: Any) -> np.ndarray:
     """A NumPy array from a tensor (any device), list or array."""
-    if isinstance(values, torch.Tensor):
-        return values.detach().cpu().numpy()
-    return np.asarray(values)
+    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
 
 
 def _class_counts(data: pd.DataFrame | pd.Series | Mapping[str, int]) -> pd.DataFrame:
@@ -88,10 +98,8 @@ def _class_counts(data: pd.DataFrame | pd.Series | Mapping[str, int]) -> pd.Data
     counts = pd.Series(data)
     if isinstance(counts.index, pd.CategoricalIndex):
         order = [str(c) for c in counts.index.categories]
-    else:  # known class codes in their usual order, others as given
-        order = [str(c) for c in counts.index]
-        known = [k for k in (ISIC2019_CLASSES, BINARY_CLASSES) if set(order) <= set(k)]
-        order = [c for c in known[0] if c in order] if known else order
+    else:  # known class codes in their usual order, then the others as given
+        order = sorted(map(str, counts.index), key=lambda c: _CLASS_RANK.get(c, len(_CLASS_RANK)))
     counts.index = counts.index.astype(str)
     return counts.reindex(order, fill_value=0).astype(int).to_frame("images")
 
@@ -108,14 +116,12 @@ def plot_class_distribution(
     counts = _class_counts(table_or_counts)
     counts.index = [_class_label(c, full_names) for c in counts.index]
     by_split = "split" in getattr(table_or_counts, "columns", ())
-    fig, ax = _figure_and_axes(ax, (6.5, 1.0 + (0.22 if by_split else 0.32) * counts.size))
+    fig, ax = _axes(ax, (6.5, 1.0 + (0.22 if by_split else 0.32) * counts.size))
     colors = sns.color_palette(PALETTE, counts.shape[1])
     counts.plot.barh(ax=ax, color=colors, width=0.8, legend=by_split)
     ax.invert_yaxis()  # first class on top
-    for container, column in zip(ax.containers, counts.columns, strict=True):
-        total = counts[column].sum()
-        labels = [f"{n:,} ({n / total:.1%})" if total else "0" for n in counts[column]]
-        ax.bar_label(container, labels=labels, padding=3, fontsize="small")
+    total = counts.sum()
+    _bars(ax, counts, lambda n, s: f"{n:,} ({n / total[s]:.1%})" if total[s] else "0", padding=3)
     ax.margins(x=0.3 if log else 0.2)
     ax.set(xscale="log" if log else "linear", ylabel="Class")
     ax.set_xlabel("Images (count, log scale)" if log else "Images (count)")
@@ -137,13 +143,9 @@ def plot_image_grid(
     with the class code, its full name and the class's number of images."""
     available = classes_of(table)
     classes = available if classes is None else list(classes)
-    unknown = [c for c in classes if c not in available]
-    if unknown:
+    if unknown := [c for c in classes if c not in available]:
         raise ValueError(f"classes {unknown} are not in the table; its classes are {available}")
-    size = (1.5 * per_class + 1.8, 1.5 * len(classes))
-    fig, axes = plt.subplots(
-        len(classes), per_class, figsize=size, squeeze=False, layout="constrained"
-    )
+    fig, axes = _grid(len(classes), per_class, (1.5 * per_class + 1.8, 1.5 * len(classes)))
     for row, code in zip(axes, classes, strict=True):
         members = table[table["label"] == code]
         chosen = members.sample(n=min(per_class, len(members)), random_state=seed)
@@ -166,9 +168,8 @@ def show_batch(
     probs: Any = None,
     n: int = 16,
 ) -> Figure:
-    """The first ``n`` images of a batch (uint8 pixels, as ``make_loaders`` gives them, or
-    normalised floats) titled with true (and predicted) class, the predicted class's probability
-    when ``probs`` is given and wrong predictions in red."""
+    """The first ``n`` images of a batch (uint8 or normalised) titled with the true and predicted
+    class (its probability with ``probs``), wrong predictions in red."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) == 0:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(
@@ -184,8 +185,7 @@ def show_batch(
     pictures = denormalize(images[:n].detach().cpu()).permute(0, 2, 3, 1).numpy()
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    size = (1.9 * cols, 2.1 * rows)
-    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False, layout="constrained")
+    fig, axes = _grid(rows, cols, (1.9 * cols, 2.1 * rows))
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i >= n:
@@ -194,10 +194,8 @@ def show_batch(
         title, style = f"true: {classes[targets[i]]}", {}
         if preds is not None:
             title += f"\npred: {classes[preds[i]]}"
-            if probs is not None:
-                title += f" ({probs[i, preds[i]]:.0%})"
-            if preds[i] != targets[i]:
-                style["color"] = WRONG_COLOR
+            title += "" if probs is None else f" ({probs[i, preds[i]]:.0%})"
+            style = {"color": WRONG_COLOR} if preds[i] != targets[i] else {}
         ax.set_title(title, fontsize="small", **style)
     return fig
 
@@ -217,27 +215,24 @@ def plot_history(
         scored = frame.dropna(subset=["val_balanced_accuracy"])  # epochs without validation: NaN
         best = best_epoch_of(scored.to_dict("records"))
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
-    panels = []  # (metric, [(column, legend label, colour)]), checked before a figure is made
+    panels = []  # (metric, {column: (legend label, colour)}), checked before a figure is made
     for metric in metrics:
-        candidates = [
-            (f"train_{metric}", "train", PALETTE[0]),
-            (f"val_{metric}", "validation", PALETTE[1]),
-            (metric, _metric_label(metric), PALETTE[2]),
-        ]
-        curves = [c for c in candidates if c[0] in frame and frame[c[0]].notna().any()]
+        names = {f"train_{metric}": "train", f"val_{metric}": "validation"}
+        names[metric] = _metric_label(metric)
+        colors = dict(zip(names, PALETTE, strict=False))
+        curves = {c: (names[c], colors[c]) for c in names if c in frame and frame[c].notna().any()}
         if not curves:
             raise ValueError(
                 f"history has no values for {metric!r} (looked for train_{metric}, val_{metric}, "
                 f"{metric}); its columns are {list(frame.columns)}"
             )
         panels.append((metric, curves))
-    size = (4.0 * len(metrics), 3.2)
-    fig, axes = plt.subplots(1, len(metrics), figsize=size, squeeze=False, layout="constrained")
+    fig, axes = _grid(1, len(metrics), (4.0 * len(metrics), 3.2))
     for ax, (metric, curves) in zip(axes[0], panels, strict=True):
-        for column, label, color in curves:
+        for column, (label, color) in curves.items():
             ax.plot(frame["epoch"], frame[column], marker="o", ms=3, color=color, label=label)
         if best is not None:
-            ax.axvline(best, ls="--", lw=1, color=_REFERENCE_COLOR, label="best epoch")
+            ax.axvline(best, **_REFERENCE, label="best epoch")
         ax.set(xlabel="Epoch", ylabel=_metric_label(metric))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if metric in _FRACTIONS:
@@ -271,12 +266,12 @@ def plot_confusion_matrix(
     if both:
         if ax is not None:
             raise ValueError("both=True draws its own two panels: leave ax=None")
-        fig, axes = plt.subplots(1, 2, figsize=(2 * width, side), layout="constrained")
-        panels = zip(axes, (False, True), ("Counts", "Row-normalised (recall)"), strict=True)
+        fig, axes = _grid(1, 2, (2 * width, side))
+        panels = zip(axes[0], (False, True), ("Counts", "Row-normalised (recall)"), strict=True)
         if title:
             fig.suptitle(title)
     else:
-        fig, ax = _figure_and_axes(ax, (width, side))
+        fig, ax = _axes(ax, (width, side))
         default = f"Confusion matrix ({'row-normalised' if normalize else 'counts'})"
         panels = [(ax, normalize, title or default)]
     for ax, norm, panel_title in panels:
@@ -316,13 +311,12 @@ def plot_per_class_recall(
         index=[_class_label(c, full_names, sep="\n") for c in classes],
     ).astype(float)  # a None recall becomes NaN: no bar
     width = min(10.0, max(4.5, 1.5 + 0.25 * len(classes) * (1 + len(runs))))
-    width += 1.5 + 1.5 * full_names  # the legend on the right; wider labels
-    fig, ax = _figure_and_axes(ax, (width, 3.5))
+    fig, ax = _axes(ax, (width + 1.5 + 1.5 * full_names, 3.5))  # + the legend, wider labels
     frame.plot.bar(ax=ax, color=sns.color_palette(PALETTE, len(runs)), width=0.8, legend=False)
     if len(runs) == 1:
-        ax.bar_label(ax.containers[0], fmt="{:.0%}", padding=2, fontsize="small")
+        _bars(ax, frame, lambda v, _: f"{v:.0%}")
     chance = 1 / len(classes)
-    ax.axhline(chance, ls="--", lw=1, color=_REFERENCE_COLOR, label=f"chance ({chance:.0%})")
+    ax.axhline(chance, **_REFERENCE, label=f"chance ({chance:.0%})")
     ax.set_ylim(0, 1.1)
     _percent(ax.yaxis)
     ax.tick_params(axis="x", labelrotation=0)
@@ -348,14 +342,12 @@ def plot_roc_pr(
             f"(probs[:, 1], not the whole probs array); got targets {np.unique(y)} of shape "
             f"{y.shape} and probabilities of shape {probs_pos.shape}"
         )
-    if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(8.5, 4.0), layout="constrained")
-    roc_ax, pr_ax = axes
+    roc_ax, pr_ax = _grid(1, 2, (8.5, 4.0))[1][0] if axes is None else axes
     name = label or "model"
-    chance = {"ls": "--", "lw": 1, "color": _REFERENCE_COLOR, "gid": "chance"}
     if not any(line.get_gid() == "chance" for line in roc_ax.lines):  # once per figure
-        roc_ax.plot([0, 1], [0, 1], label="chance", **chance)
-        pr_ax.axhline(y.mean(), label=f"chance (prevalence {y.mean():.0%})", **chance)
+        roc_ax.plot([0, 1], [0, 1], label="chance", gid="chance", **_REFERENCE)
+        prevalence = f"chance (prevalence {y.mean():.0%})"
+        pr_ax.axhline(y.mean(), label=prevalence, gid="chance", **_REFERENCE)
     scores = binary_metrics(y, probs_pos)  # AUC and average precision
     fpr, tpr, _ = roc_curve(y, probs_pos)
     (line,) = roc_ax.plot(fpr, tpr, label=f"{name} (AUC = {scores['auc']:.3f})")
@@ -363,25 +355,21 @@ def plot_roc_pr(
     precision, recall, _ = precision_recall_curve(y, probs_pos)
     ap_label = f"{name} (AP = {scores['average_precision']:.3f})"
     pr_ax.plot(recall, precision, drawstyle="steps-post", color=color, label=ap_label)
+    bbox = {"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none"}
+    box = {"fontsize": "small", "color": color, "bbox": bbox}
     for threshold in thresholds:
         predicted = probs_pos >= threshold
         sensitivity, fall_out = predicted[y == 1].mean(), predicted[y == 0].mean()
         ppv = y[predicted].mean() if predicted.any() else 1.0
         for ax, point in ((roc_ax, (fall_out, sensitivity)), (pr_ax, (sensitivity, ppv))):
             ax.plot(*point, "o", color=color, markeredgecolor="white", label="_nolegend_")
-            ax.annotate(
-                f"t = {threshold:.2f}",
-                point,
-                xytext=(6, -12 - 11 * len(ax.texts)),  # each label one line below the last
-                textcoords="offset points",
-                fontsize="small",
-                color=color,
-                bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none"},
-            )
+            offset = (6, -12 - 11 * len(ax.texts))  # each label one line below the last
+            ax.annotate(f"t = {threshold:.2f}", point, offset, textcoords="offset points", **box)
     roc_ax.set(title="ROC curve", xlabel="False positive rate (1 − specificity)", aspect="equal")
     roc_ax.set_ylabel("True positive rate (sensitivity)")
-    pr_ax.set(title="Precision–recall curve", xlabel="Recall (sensitivity)")
-    pr_ax.set_ylabel("Precision (PPV)")
+    pr_ax.set(
+        title="Precision–recall curve", xlabel="Recall (sensitivity)", ylabel="Precision (PPV)"
+    )
     for ax, where in ((roc_ax, "lower right"), (pr_ax, "lower left")):
         ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
         _percent(ax.xaxis, ax.yaxis)
@@ -394,14 +382,14 @@ def plot_reliability(
 ) -> Figure:
     """Reliability diagram of ``metrics.reliability_bins``: accuracy against confidence per
     non-empty bin (marker area ~ images), the diagonal = perfectly calibrated."""
-    missing = [key for key in ("confidence", "accuracy", "count") if key not in bins]
-    if missing:
+    keys = ("confidence", "accuracy", "count")
+    if missing := [key for key in keys if key not in bins]:
         raise ValueError(f"reliability bins lack {missing}; pass metrics.reliability_bins(...)")
-    frame = pd.DataFrame({k: bins[k] for k in ("confidence", "accuracy", "count")}, dtype=float)
+    frame = pd.DataFrame({k: bins[k] for k in keys}, dtype=float)
     frame = frame[frame["count"] > 0]
     conf, acc = frame["confidence"], frame["accuracy"]
-    fig, ax = _figure_and_axes(ax, (4.2, 4.2))
-    ax.plot([0, 1], [0, 1], "--", lw=1, color=_REFERENCE_COLOR, label="perfect calibration")
+    fig, ax = _axes(ax, (4.2, 4.2))
+    ax.plot([0, 1], [0, 1], **_REFERENCE, label="perfect calibration")
     ax.fill_between(conf, acc, conf, color=PALETTE[3], alpha=0.2, label="gap")
     ax.plot(conf, acc, color=PALETTE[0], label="model")
     sizes = 15 + 150 * frame["count"] / max(frame["count"].max(), 1)
@@ -424,8 +412,7 @@ def plot_metric_comparison(
     """Grouped bars comparing runs, a group per value of column ``x``: its ``metrics``, or with
     ``hue`` (a column) the hue values of one metric. Repeated rows are averaged."""
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
-    missing = [c for c in (x, *metrics, *([hue] if hue else [])) if c not in frame.columns]
-    if missing:
+    if missing := [c for c in (x, *metrics, *([hue] if hue else [])) if c not in frame.columns]:
         raise ValueError(f"columns {missing} are not in the frame; it has {list(frame.columns)}")
     if hue is not None and len(metrics) != 1:
         raise ValueError(f"with hue={hue!r} pass one metric, e.g. ('balanced_accuracy',)")
@@ -439,13 +426,9 @@ def plot_metric_comparison(
         wide = wide.reindex(index=pd.unique(data[x]), columns=pd.unique(data[hue]))
     wide.index = [textwrap.fill(str(v), 10, break_long_words=False) for v in wide.index]
     fraction = all(m in _FRACTIONS for m in metrics)
-    fig, ax = _figure_and_axes(ax, (min(10.0, max(5.5, 3.5 + 0.45 * wide.size)), 3.5))
+    fig, ax = _axes(ax, (min(10.0, max(5.5, 3.5 + 0.45 * wide.size)), 3.5))
     wide.plot.bar(ax=ax, color=sns.color_palette(PALETTE, wide.shape[1]), width=0.8)
-    fmt = "{:.0%}" if fraction else "{:.3g}"
-    # pandas draws a missing value as a 0-high bar: label it "" rather than "0%".
-    for container, column in zip(ax.containers[-wide.shape[1] :], wide.columns, strict=True):
-        labels = ["" if pd.isna(v) else fmt.format(v) for v in wide[column]]
-        ax.bar_label(container, labels=labels, padding=2, fontsize="small")
+    _bars(ax, wide, lambda v, _: f"{v:.0%}" if fraction else f"{v:.3g}")
     if fraction:
         ax.set_ylim(0, 1.08)
         _percent(ax.yaxis)

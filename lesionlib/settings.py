@@ -22,8 +22,7 @@ def real_data_dir() -> Path | None:
 
 
 def cache_dir() -> Path:
-    """Where lesionlib keeps samples, downloads and caches: ``LESIONLIB_CACHE``, else
-    ``~/.cache/lesionlib``."""
+    """Where lesionlib keeps samples and caches: ``LESIONLIB_CACHE`` or ``~/.cache/lesionlib``."""
     value = os.environ.get(CACHE_ENV, "").strip()
     path = Path(value).expanduser() if value else Path.home() / ".cache" / "lesionlib"
     path.mkdir(parents=True, exist_ok=True)

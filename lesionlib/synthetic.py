@@ -1,8 +1,6 @@
-"""A small, learnable, dermoscopy-like synthetic sample written in the official layouts.
-
-Each lesion is a blob on skin under a dermoscope's vignette; its colour, size, border and textures
-depend on its class, varied enough per lesion and per image that no single pixel decides it.
-"""
+"""A small, learnable, dermoscopy-like synthetic sample written in the official layouts: each
+lesion is a blob on skin under a vignette, its colour, size, border and textures set by its class
+and varied per lesion and per image, so that no single pixel decides it."""
 
 from __future__ import annotations
 
@@ -73,8 +71,7 @@ def _class_counts(classes: Sequence[str], n_lesions: int, imbalance: bool) -> np
 
 def _lesion_params(styles: Sequence[str], rng: Generator) -> dict[str, np.ndarray]:
     """Per-lesion appearance: the class style with random variation."""
-    n = len(styles)
-    table = [_STYLES[s] for s in styles]
+    n, table = len(styles), [_STYLES[s] for s in styles]
 
     def column(key: str) -> np.ndarray:
         return np.array([t.get(key, 0.0) for t in table], dtype=float)
@@ -151,8 +148,8 @@ def _render(p: dict[str, np.ndarray], size: int, rng: Generator) -> np.ndarray:
 def _write_images(
     styles: Sequence[str], lesions: np.ndarray, paths: Sequence[Path], size: int, rng: Generator
 ) -> None:
-    """Render and save one JPEG per path: image i shows lesion ``lesions[i]`` (of style
-    ``styles[lesions[i]]``), each time with a slightly different crop, rotation and brightness."""
+    """Save one JPEG per path: image i shows lesion ``lesions[i]`` (of style ``styles[lesions[i]]``)
+    with a slightly different crop, rotation and brightness each time."""
     lesion = _lesion_params(styles, rng)
     for start in range(0, len(paths), _CHUNK):
         index = lesions[start : start + _CHUNK]
@@ -175,21 +172,14 @@ def write_isic2019_sample(
     seed: int = 0,
     imbalance: bool = True,
 ) -> Path:
-    """Write a synthetic sample in the official ISIC 2019 layout under ``root`` and return it.
-
-    Like the real files: 0.0/1.0 one-hot (+ UNK) with CRLF, the 5-column metadata with lesion ids
-    (empty for a few single-image lesions), JPEGs; ISIC 2019 class proportions when ``imbalance``.
-    """
-    unknown = [c for c in classes if c not in ISIC2019_CLASSES]
-    if unknown:
-        raise ValueError(
-            f"unknown ISIC 2019 classes {unknown}; expected some of {ISIC2019_CLASSES}"
-        )
+    """Write a synthetic sample in the official ISIC 2019 layout under ``root`` and return it:
+    like the real files, 0.0/1.0 one-hot (+ UNK) with CRLF, the 5-column metadata with lesion ids
+    (empty for some single-image lesions), JPEGs; ISIC 2019 class proportions with ``imbalance``."""
+    if unknown := [c for c in classes if c not in ISIC2019_CLASSES]:
+        raise ValueError(f"unknown ISIC 2019 classes {unknown}; choose from {ISIC2019_CLASSES}")
     low, high = images_per_lesion
     if not 1 <= low <= high:
-        raise ValueError(
-            f"images_per_lesion must be (low, high) with 1 <= low <= high, not {images_per_lesion}"
-        )
+        raise ValueError(f"images_per_lesion must be (low, high), 1 <= low <= high: {low, high}")
     rng = np.random.default_rng(seed)
     root = Path(root)
     (root / layouts.ISIC2019_IMAGES).mkdir(parents=True, exist_ok=True)
@@ -227,13 +217,11 @@ def write_imagefolder_sample(
     """Write ``root/<split>/<class>/*.jpg`` (``root/<class>/`` without ``splits``), one image per
     lesion; classes: ISIC 2019 codes, ``benign`` (NV/BKL-like) or ``malignant`` (MEL-like)."""
     allowed = (*ISIC2019_CLASSES, *_BINARY_STYLES)
-    unknown = [c for c in classes if c not in allowed]
-    if unknown:
+    if unknown := [c for c in classes if c not in allowed]:
         raise ValueError(f"no synthetic appearance for classes {unknown}; choose from {allowed}")
     rng = np.random.default_rng(seed)
     root = Path(root)
-    styles: list[str] = []
-    paths: list[Path] = []
+    styles, paths = [], []
     for split in splits or ("",):
         for name in classes:
             folder = root / split / name
@@ -245,16 +233,15 @@ def write_imagefolder_sample(
 
 
 def default_sample(layout: str = "isic2019") -> Path:
-    """The default sample (``"isic2019"``: 8 classes; ``"imagefolder"``: benign/malignant),
-    written once under ``cache_dir()``: in a temporary folder then renamed, never half."""
+    """The default sample (``"isic2019"``: 8 classes; ``"imagefolder"``: benign/malignant), written
+    once under ``cache_dir()``: in a temporary folder then renamed, never half."""
     writers = {"isic2019": write_isic2019_sample, "imagefolder": write_imagefolder_sample}
     if layout not in writers:
         raise ValueError(f"unknown synthetic layout {layout!r}; expected one of {list(writers)}")
     target = cache_dir() / f"synthetic-{layout}-{SAMPLE_VERSION}"
     if target.is_dir():
         return target
-    temporary = tempfile.TemporaryDirectory(prefix=f".{target.name}-", dir=target.parent)
-    with temporary as partial:  # removed whatever happens: never half a sample
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}-", dir=target.parent) as partial:
         writers[layout](partial)
         try:
             os.replace(partial, target)
