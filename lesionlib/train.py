@@ -62,10 +62,7 @@ class CheckpointError(LesionlibError, RuntimeError):
 
 def seed_everything(seed: int = 0, deterministic: bool = False) -> torch.Generator:
     """Seed Python, NumPy and torch (CPU and CUDA); return a torch generator for DataLoaders.
-
-    ``deterministic=True`` also asks torch for deterministic algorithms (ops without one warn)
-    and turns cuDNN benchmarking off; ``False`` resets both.
-    """
+    ``deterministic=True`` also asks for deterministic algorithms and no cuDNN benchmarking."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -94,13 +91,12 @@ def get_device(prefer: str | torch.device | None = None) -> torch.device:
         device = torch.device(prefer)
     except RuntimeError as error:
         raise ValueError(f"unknown device {prefer!r}: use 'cuda', 'mps' or 'cpu'") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, True):
         raise ValueError(
-            f"device {prefer!r} requested but no CUDA GPU is available (on Colab: Runtime > "
-            "Change runtime type > GPU); pass prefer=None to use the best device present"
+            f"device {prefer!r} requested but no CUDA GPU / Apple MPS is available (on Colab: "
+            "Runtime > Change runtime type > GPU); pass prefer=None to use the best device present"
         )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {prefer!r} requested but Apple MPS is not available here")
     return device
 
 
@@ -132,16 +128,12 @@ def make_loaders(
 ) -> dict[str, DataLoader]:
     """One DataLoader per value of ``table["split"]`` (train, val, test).
 
-    The train loader uses ``train_transform(image_size, augment)`` and shuffles, or with
-    ``balanced_sampler`` draws ``len(train)`` images with replacement, each weighted
-    1/(count of its class). A last train batch of one image is dropped (BatchNorm cannot train
-    on one). The others use ``eval_transform(image_size)`` in table order. ``num_workers``:
-    0 in smoke mode, else ``min(cpu_count, 8)``; memory is pinned on CUDA. Each loader has its
-    own generator seeded with ``seed`` (``fit`` reseeds the train loader every epoch).
-
-    Batches hold uint8 pixels (``normalize=False``): a quarter of the bytes of float32 to pass
-    from the workers and copy to the GPU. ``fit`` and ``predict`` normalise them on the model's
-    device; a loop of your own calls ``transforms.normalize(images.to(device))``.
+    Train: ``train_transform(image_size, augment)``, shuffled (or, with ``balanced_sampler``,
+    drawn with replacement weighted 1/class count), a last batch of one image dropped (BatchNorm
+    cannot train on one); the others: ``eval_transform`` in table order. ``num_workers``: 0 in
+    smoke mode, else ``min(cpu_count, 8)``. Batches hold uint8 pixels, a quarter of float32's
+    bytes to pass and copy: ``fit``/``predict`` normalise them on the model's device; a loop of
+    your own calls ``transforms.normalize(images.to(device))``.
     """
     if "split" not in table.columns or table["split"].dropna().empty:
         raise ValueError(
@@ -184,12 +176,9 @@ def make_loaders(
 def class_weights_from(
     table_or_targets: pd.DataFrame | Sequence[int] | np.ndarray | torch.Tensor, num_classes: int
 ) -> torch.Tensor:
-    """Inverse-frequency class weights for the cross-entropy, float32 of length ``num_classes``.
-
-    scikit-learn's ``compute_class_weight("balanced")`` rescaled to mean 1 over the classes
-    present (the weighted mean loss keeps its scale); absent classes get 1. Pass the training
-    rows (a table with a ``target`` column) or their targets.
-    """
+    """Inverse-frequency class weights for the cross-entropy (float32, ``num_classes`` long):
+    ``compute_class_weight("balanced")`` of the training rows (or targets) rescaled to mean 1
+    over the classes present, so the loss keeps its scale; absent classes get 1."""
     if isinstance(table_or_targets, pd.DataFrame):
         if "target" not in table_or_targets.columns:
             raise ValueError("class_weights_from needs a table with a 'target' column")
@@ -214,12 +203,9 @@ def class_weights_from(
 
 @dataclass
 class FitResult:
-    """What :func:`fit` returns: one history row per epoch and the epoch it kept.
-
-    ``monitor`` is ``"val_balanced_accuracy"``, or ``"last_epoch"`` without a ``"val"`` loader
-    (``best_metric`` is then the train balanced accuracy). ``seconds`` includes epochs run before
-    a resume. ``setup`` is what the run ran on (device, precision, memory format, loader).
-    """
+    """What :func:`fit` returns: one history row per epoch and the epoch it kept (``monitor``:
+    ``"last_epoch"`` without a val loader, ``best_metric`` then the train score). ``setup`` is
+    what the run ran on (device, precision, memory format, loader)."""
 
     history: list[dict[str, Any]]
     best_epoch: int
@@ -249,23 +235,18 @@ def fit(
     seed: int = 0,
     progress: bool = True,
 ) -> FitResult:
-    """Train ``model`` (on its device) for ``epochs``; keep the best epoch on ``loaders["val"]``.
+    """Train ``model`` (on its device) for ``epochs``; keep the best epoch on ``loaders["val"]``
+    (:func:`best_epoch_of`), whose weights are loaded at the end.
 
-    - ``scheduler`` is stepped after every batch (as ``OneCycleLR`` wants); ``loss_fn`` defaults
-      to ``nn.CrossEntropyLoss()`` and also gives the validation loss; ``grad_clip`` clips each
-      gradient value (``clip_grad_value_``).
-    - ``amp=True`` autocasts on CUDA to bfloat16 where the GPU has it, else to float16 with a
-      GradScaler (elsewhere: float32); ``False``: float32; ``"float16"``/``"bfloat16"`` force
-      that precision on any device (the float16 + GradScaler path runs on a CPU too). On CUDA,
-      images and model go channels-last. uint8 batches are normalised on the model's device.
-    - Each epoch's randomness is seeded from ``(seed, epoch)``. With ``checkpoint_path`` the whole
-      state is saved after every epoch (the previous epoch's file kept beside it); ``resume=True``
-      continues from it with the same history as a run never interrupted.
-    - The kept epoch is :func:`best_epoch_of` the history; its weights are loaded at the end.
+    - ``scheduler`` steps after every batch (as ``OneCycleLR`` wants); ``loss_fn`` (default
+      cross-entropy) also gives the val loss; ``grad_clip`` clips each gradient value.
+    - ``amp=True``: on CUDA, bfloat16 where the GPU has it, else float16 with a GradScaler;
+      ``False``: float32; ``"float16"``/``"bfloat16"`` force it on any device, the CPU too.
+    - Each epoch's randomness is seeded from ``(seed, epoch)``; ``checkpoint_path`` saves the
+      whole state every epoch and ``resume=True`` continues with the same history.
 
-    History rows: ``epoch``, ``train_loss``, ``train_accuracy``, ``train_balanced_accuracy``,
-    ``val_loss``, ``val_accuracy``, ``val_balanced_accuracy`` (None without validation), ``lr``,
-    ``seconds``. Raises :class:`TrainingError` on a NaN/inf loss or a GPU out of memory.
+    History rows: epoch, train/val loss, accuracy and balanced accuracy (val: None without
+    validation), lr, seconds. Raises :class:`TrainingError` on a NaN/inf loss or GPU OOM.
     """
     if epochs < 1 or "train" not in loaders or len(loaders["train"]) == 0:
         raise ValueError("fit needs epochs >= 1 and a 'train' loader that yields batches")
@@ -310,12 +291,8 @@ def best_epoch_of(history: Sequence[Mapping[str, Any]]) -> int:
 def predict(
     model: nn.Module, loader: DataLoader, tta: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities ``[N, C]`` (float32) and targets ``[N]`` (int64) over ``loader``.
-
-    Runs on the model's device in float32 (precise enough for AUC and calibration), uint8
-    batches normalised there. ``tta=True`` averages the softmax of the image and its horizontal
-    and vertical flips.
-    """
+    """Softmax probabilities ``[N, C]`` (float32) and targets ``[N]`` over ``loader``, in
+    float32 on the model's device; ``tta=True`` averages the image and its two flips."""
     logits, targets = _infer(model, loader, None, tta=tta, desc="predict", progress=False)
     return logits.softmax(1).numpy().astype(np.float32), targets.numpy().astype(np.int64)
 
@@ -367,12 +344,8 @@ class _Step:
             self.scaler.load_state_dict(state["scaler"])
 
     def train_epoch(self, loader: DataLoader, epoch: int, progress: bool) -> dict[str, float]:
-        """One pass over the training data: train_loss, train_accuracy, train_balanced_accuracy.
-
-        Losses and predictions stay on the device; the losses are read back every
-        ``_READ_EVERY`` batches (for the progress bar and the divergence check), so the CPU
-        queues the next batches while the GPU computes instead of waiting for every one.
-        """
+        """One pass over the training data: train_loss, _accuracy, _balanced_accuracy. Losses
+        are read back every ``_READ_EVERY`` batches, so the CPU queues batches meanwhile."""
         self.model.train()
         total, pending, predictions, targets = 0.0, [], [], []
         batches = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not progress)
@@ -429,12 +402,9 @@ def _read_losses(
 
 
 def _amp_dtype(device: torch.device, amp: bool | str) -> torch.dtype | None:
-    """The autocast dtype of ``fit(amp=...)``: a forced ``"float16"``/``"bfloat16"`` on any
-    device; with ``True``, on CUDA, bfloat16 where the GPU computes it in hardware (compute
-    capability >= 8.0: A100, L4, H100), else float16 with a GradScaler (T4, V100); else None.
-
-    ``torch.cuda.is_bf16_supported()`` alone answers True on a T4, through slow emulation.
-    """
+    """The autocast dtype of ``fit(amp=...)``: a forced one on any device; with ``True`` on
+    CUDA bfloat16 where the hardware has it (compute capability >= 8.0), else float16 (T4,
+    V100: ``torch.cuda.is_bf16_supported()`` says True there, through slow emulation)."""
     if isinstance(amp, str):
         if amp not in _PRECISIONS:
             raise ValueError(f"amp={amp!r}: use True, False, 'float16' or 'bfloat16'")
@@ -509,9 +479,8 @@ def _infer(
     desc: str,
     progress: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float32 logits ``[N, C]`` and int64 targets ``[N]`` on the CPU, model in eval mode; with
-    ``tta`` the log of the mean softmax over the image and its two flips. uint8 batches are
-    normalised on the model's device; the logits stay there until the last batch."""
+    """Float32 logits ``[N, C]`` and targets ``[N]`` on the CPU (model in eval mode); with
+    ``tta`` the log of the mean softmax over the image and its two flips."""
     model.eval()
     device = next(model.parameters()).device
     all_logits, all_targets = [], []
@@ -617,11 +586,8 @@ def _previous_path(path: Path) -> Path:
 
 
 def _write_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Save atomically and keep the file it replaces as the previous epoch's copy.
-
-    A renamed file can still arrive cut short (a Drive mount losing its connection while it
-    syncs), so resume has the copy to fall back on. Epoch 1 deletes a copy left by another run.
-    """
+    """Save atomically, keeping the file it replaces as the previous epoch's copy: a Drive mount
+    that loses its connection can cut a file short after the rename."""
     previous = _previous_path(path)
     if state["epoch"] == 1:
         previous.unlink(missing_ok=True)
@@ -724,11 +690,8 @@ def _load_file(path: str | Path, kind: str) -> dict[str, Any]:
 
 @dataclass
 class RunRecord:
-    """What a run was: enough to rebuild its network and its test split, and to report it.
-
-    Written by :func:`save_model`, the CLI and every notebook's results JSON (``as_dict``);
-    read by :func:`load_model`, ``evaluate``, notebook 06 and the report.
-    """
+    """What a run was: enough to rebuild its network and test split, and to report it; in
+    saved models, the CLI's metrics.json and every notebook's results JSON."""
 
     model: str  # a models.MODEL_NAMES entry
     classes: list[str]
