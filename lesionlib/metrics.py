@@ -11,9 +11,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import (
-    accuracy_score,
     average_precision_score,
-    balanced_accuracy_score,
     confusion_matrix,
     precision_recall_fscore_support,
     roc_auc_score,
@@ -73,17 +71,9 @@ def evaluate_predictions(
     predictions = probs.argmax(axis=1)
     labels = list(range(len(classes)))
     scores = precision_recall_fscore_support(targets, predictions, labels=labels, zero_division=0)
-    present = np.unique(targets)
-    if len(present) < 2:
-        macro_auc = None
-    elif len(classes) == 2:
-        macro_auc = float(roc_auc_score(targets, probs[:, 1]))
-    else:  # sklearn's multi_class="ovr" needs every class present
-        macro_auc = float(np.mean([roc_auc_score(targets == c, probs[:, c]) for c in present]))
+    headline = _headline(targets, probs)
     results: dict[str, Any] = {
-        "accuracy": float(accuracy_score(targets, predictions)),
-        "balanced_accuracy": float(balanced_accuracy_score(targets, predictions)),
-        "macro_auc": macro_auc,
+        **{name: headline[name] for name in HEADLINE},
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
             for name, p, r, f, n in zip(classes, *scores, strict=True)
@@ -108,26 +98,21 @@ def _auc(positive: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def _headline(targets: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """The headline metrics of one (re)sample: :data:`HEADLINE`, plus
-    :data:`BINARY_HEADLINE` for two classes (positive class 1, threshold 0.5)."""
+def _headline(targets: np.ndarray, probs: np.ndarray) -> dict[str, float | None]:
+    """:data:`HEADLINE` of one (re)sample (macro AUC: the mean one-vs-rest AUC of the classes
+    present, None if fewer than two), plus :data:`BINARY_HEADLINE` for two classes."""
     predictions = probs.argmax(axis=1)
     present = np.unique(targets)
     recalls = [np.mean(predictions[targets == c] == c) for c in present]
-    aucs = [_auc(targets == c, probs[:, c]) for c in present] if len(present) > 1 else [np.nan]
+    aucs = [_auc(targets == c, probs[:, c]) for c in present] if len(present) > 1 else [None]
     values = {
         "accuracy": float(np.mean(predictions == targets)),
         "balanced_accuracy": float(np.mean(recalls)),
-        "macro_auc": aucs[-1] if probs.shape[1] == 2 else float(np.mean(aucs)),
+        "macro_auc": None if aucs[0] is None else float(np.mean(aucs)),
     }
     if probs.shape[1] == 2:
-        positive = targets == 1
-        values.update(
-            auc=values["macro_auc"],
-            average_precision=float(average_precision_score(positive, probs[:, 1])),
-            sensitivity=float(np.mean(predictions[positive] == 1)),
-            specificity=float(np.mean(predictions[~positive] == 0)),
-        )
+        binary = binary_metrics(targets, probs[:, 1])
+        values.update({name: binary[name] for name in BINARY_HEADLINE})
     return values
 
 
@@ -156,7 +141,7 @@ def bootstrap_ci(
         offsets = np.repeat(starts[chosen] - np.cumsum(lengths) + lengths, lengths)
         rows = order[offsets + np.arange(lengths.sum())]
         for name, value in _headline(targets[rows], probs[rows]).items():
-            draws.setdefault(name, []).append(value)
+            draws.setdefault(name, []).append(np.nan if value is None else value)
     return {
         "ci95": {
             name: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
