@@ -117,7 +117,7 @@ def ex1_2(table: pd.DataFrame, splits: dict) -> bool:
 
 def ex1_4(table: pd.DataFrame, accuracy) -> bool:
     """'NV under 40, else the commonest class of patients aged 40+': its accuracy."""
-    if table["age"].isna().all():
+    if "age" not in table or table["age"].isna().all():
         return _say(False, "These data have no ages: run it on ISIC 2019 or HAM10000.")
     older = table.loc[table["age"] >= 40, "label"].value_counts().idxmax()
     rule = np.where(table["age"] < 40, "NV", older)  # a missing age counts as 40+
@@ -195,6 +195,8 @@ def ex2_3(image_size: int, n_parameters, flat_features=None, num_classes: int = 
 
 def ex2_4(curves: pd.DataFrame, best_epoch) -> bool:
     """The epoch with the best validation balanced accuracy (the first one on a tie)."""
+    if best_epoch is None:
+        return _verdict(None, 0, "")
     right = int(curves.loc[curves["val_balanced_accuracy"].idxmax(), "epoch"])
     hints = [(right - 1, "Off by one: epochs count from 1 (read the 'epoch' column)")]
     if "test_balanced_accuracy" in curves:
@@ -251,6 +253,8 @@ def ex4_1(val_targets, val_probs, threshold, target_sensitivity: float = 0.95) -
     """The highest threshold whose validation sensitivity reaches the target."""
     from lesionlib.metrics import binary_metrics, threshold_for_sensitivity
 
+    if threshold is None:
+        return _verdict(None, 0, "")
     right = threshold_for_sensitivity(val_targets, val_probs, target_sensitivity)
     hints = []
     if threshold is not None and threshold != right["threshold"]:
@@ -267,6 +271,8 @@ def ex4_2(test_targets, test_probs, aucs) -> bool:
     """Bootstrap AUCs: about 1,000, spread like resampling with replacement."""
     from sklearn.metrics import roc_auc_score
 
+    if aucs is None:
+        return _verdict(None, 0, "")
     y, p, rng, ref = np.asarray(test_targets), np.asarray(test_probs), np.random.default_rng(0), []
     while len(ref) < 300:
         i = rng.integers(0, len(y), len(y))
@@ -341,6 +347,8 @@ def ex5_4(plain: dict, oversampled: dict, classes_losing) -> bool:
 # ------------------------------------------------------------------ 06 evaluation
 def ex6_1(val_targets, val_probs, temperature) -> bool:
     """The temperature on np.linspace(0.5, 5, 46) with the lowest validation cross-entropy."""
+    if temperature is None:
+        return _verdict(None, 0, "")
     y, logits = np.asarray(val_targets), np.log(np.clip(np.asarray(val_probs, float), 1e-12, 1))
 
     def nll(t: float) -> float:

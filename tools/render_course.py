@@ -120,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         os.environ["LESIONLIB_SMOKE"] = "1"
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # the kernels import this checkout's lesionlib and lesioncheck, whatever is installed
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
+    )
     out_dir = args.out_dir.resolve()
     results = out_dir / "results"
     results.mkdir(parents=True, exist_ok=True)
@@ -127,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
     failed = []
     for notebook in chosen:
-        params = parameters(notebook.name[:2], args.data_dir.resolve(), results, args.cpu, args.smoke)
+        params = parameters(
+            notebook.name[:2], args.data_dir.resolve(), results, args.cpu, args.smoke
+        )
         print(f"{notebook.name}: {json.dumps(params)}", flush=True)
         try:
             seconds = render(notebook, out_dir, params)
