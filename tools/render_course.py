@@ -119,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no notebook in {folder} matches {args.notebooks}")
     if args.smoke:
         os.environ["LESIONLIB_SMOKE"] = "1"
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.pop(
+        "MPLBACKEND", None
+    )  # Agg (set for tests) would keep every figure out of the HTML
     # the kernels import this checkout's lesionlib and lesioncheck, whatever is installed
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
