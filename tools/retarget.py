@@ -146,8 +146,10 @@ def course_files(root: Path) -> list[Path]:
 
 
 def notebooks(root: Path) -> list[Path]:
-    """The course notebooks, by name."""
-    return sorted((root / "notebooks").glob("*.ipynb"))
+    """The course notebooks and their solutions, by name."""
+    return sorted((root / "notebooks").glob("*.ipynb")) + sorted(
+        (root / "solutions").glob("*.ipynb")
+    )
 
 
 def _course_repositories(root: Path, setting: Setting) -> set[str]:
