@@ -12,12 +12,8 @@ from typing import Any
 from lesionlib.layouts import LAYOUTS
 from lesionlib.settings import LesionlibError
 
-PRECISIONS: dict[str, bool | str] = {
-    "auto": True,
-    "float32": False,
-    "float16": "float16",
-    "bfloat16": "bfloat16",
-}
+PRECISIONS: dict[str, bool | str] = {"auto": True, "float32": False, "float16": "float16",
+                                      "bfloat16": "bfloat16"}  # fmt: skip
 """``train --precision`` -> ``fit(amp=...)``."""
 
 
@@ -26,33 +22,17 @@ def _add_data_args(
 ) -> None:
     """--data/--layout/--skip-missing, --skip-bad-images when ``skip_bad``, --cache-size when
     ``cache``."""
-    p.add_argument(
-        "--data",
-        type=Path,
-        required=required,
-        help="dataset folder (official layout); omitted: the embedded synthetic sample",
-    )
+    data = "dataset folder (official layout); omitted: the embedded synthetic sample"
+    p.add_argument("--data", type=Path, required=required, help=data)
     p.add_argument("--layout", choices=LAYOUTS, default=None, help="layout of --data")
-    p.add_argument(
-        "--skip-missing",
-        action="store_true",
-        help="keep only the listed images that are present (default: error on missing images)",
-    )
+    present = "keep only the listed images that are present (default: error)"
+    p.add_argument("--skip-missing", action="store_true", help=present)
     if skip_bad:
-        p.add_argument(
-            "--skip-bad-images",
-            action="store_true",
-            help="decode every image first and leave out (and list) those that cannot be read "
-            "(default: stop with an error naming the first one)",
-        )
+        bad = "decode every image first; leave out and list those that cannot be read"
+        p.add_argument("--skip-bad-images", action="store_true", help=bad)
     if cache:
-        p.add_argument(
-            "--cache-size",
-            type=int,
-            default=None,
-            metavar="S",
-            help="read images from a pre-resized cache (shorter side S px), built on first use",
-        )
+        size = "read images from a resized cache (shorter side S px), made once"
+        p.add_argument("--cache-size", type=int, default=None, metavar="S", help=size)
 
 
 def _add_split_args(p: argparse.ArgumentParser) -> None:

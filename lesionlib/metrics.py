@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.stats import rankdata
 from sklearn.metrics import (
     average_precision_score,
@@ -155,6 +156,26 @@ def bootstrap_ci(
             "stratified_by": "class",
         },
     }
+
+
+def headline(results: dict[str, Any]) -> dict[str, Any]:
+    """What a notebook saves for one evaluated model: the headline metrics of
+    :func:`evaluate_predictions` ``results`` with their ``ci95`` and the recall per class."""
+    values = {name: results[name] for name in HEADLINE}
+    if "binary" in results:
+        values.update({name: results["binary"][name] for name in BINARY_HEADLINE})
+    recall = {name: row["recall"] for name, row in results["per_class"].items()}
+    return {**values, "ci95": results.get("ci95", {}), "per_class_recall": recall}
+
+
+def ci_frame(runs: dict[str, dict[str, Any]], digits: int = 3) -> pd.DataFrame:
+    """One row per run (``{name: evaluate_predictions or headline results}``), one column per
+    headline metric it has, each cell "value [95 % interval]"."""
+    names = HEADLINE + BINARY_HEADLINE[1:]  # a binary "auc" is its macro AUC
+    rows = {run: {n: with_ci(r, n, digits) for n in names} for run, r in runs.items()}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame = frame.loc[:, (frame != "n/a").any()]
+    return frame.rename(columns=lambda n: n.replace("_", " ") + " [95 % CI]")
 
 
 def with_ci(results: dict[str, Any], name: str, digits: int = 3) -> str:

@@ -20,8 +20,10 @@ from lesionlib.metrics import (
     _headline,
     binary_metrics,
     bootstrap_ci,
+    ci_frame,
     evaluate_predictions,
     expected_calibration_error,
+    headline,
     load_results,
     reliability_bins,
     save_results,
@@ -257,3 +259,15 @@ def test_with_ci_formats_a_value_and_its_interval() -> None:
     assert with_ci(
         evaluate_predictions([0, 1], np.eye(2), ["a", "b"], resamples=0), "accuracy"
     ) == ("1.000")
+
+
+def test_headline_and_ci_frame_show_every_metric_with_its_interval() -> None:
+    binary = evaluate_predictions(*_noisy_predictions(100, 2), ["a", "b"], resamples=50)
+    multi = evaluate_predictions(*_noisy_predictions(100, 3), ["a", "b", "c"], resamples=50)
+    saved = headline(binary)
+    assert saved["sensitivity"] == binary["binary"]["sensitivity"]
+    assert saved["ci95"] == binary["ci95"] and set(saved["per_class_recall"]) == {"a", "b"}
+    frame = ci_frame({"binary": saved, "three classes": multi})
+    assert frame.loc["binary", "sensitivity [95 % CI]"] == with_ci(binary, "sensitivity")
+    assert frame.loc["three classes", "macro auc [95 % CI]"] == with_ci(multi, "macro_auc")
+    assert frame.loc["three classes", "sensitivity [95 % CI]"] == "n/a"  # binary only
