@@ -97,7 +97,7 @@ def test_fit_lowers_the_loss_and_records_every_epoch():
     assert result.device == "cpu"  # the model's device
     assert result.setup == "cpu: float32, NCHW, batch 8, 0 loader workers"
     assert result.seconds == pytest.approx(sum(r["seconds"] for r in result.history))
-    frame = result.as_frame()
+    frame = pd.DataFrame(result.history)
     assert list(frame["epoch"]) == [1, 2, 3, 4] and set(frame.columns) == HISTORY_KEYS
 
 
