@@ -278,10 +278,6 @@ def test_get_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert get_device() == torch.device("cpu")
-    with pytest.raises(ValueError, match="no CUDA GPU.*Change runtime type"):
-        get_device("cuda")
-    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
-        get_device("gpu0")
 
 
 def test_predict_returns_float32_softmax_and_tta_averages_flips():
