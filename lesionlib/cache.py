@@ -1,5 +1,5 @@
-"""Resize once, train many times: downsized JPEG copies of a table's images, each decoded once
-rather than every epoch (decoding full-size originals starves the GPU; docs/benchmarks.md)."""
+"""Resize once, train many times: downsized JPEG copies of a table's images (decoding full-size
+originals every epoch starves the GPU; docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ QUALITY = 95  # JPEG quality of the copies
 
 
 def load_resized(path: str | Path, size: int) -> Image.Image:
-    """``path`` as RGB, its shorter side resized to ``size`` with Lanczos (a JPEG decoded at a
-    reduced scale first); never enlarged."""
+    """``path`` as RGB, its shorter side resized to ``size`` with Lanczos; never enlarged."""
     image = load_image(path, draft_size=size)
     scale = size / min(image.size)
     if scale >= 1:
@@ -64,14 +63,8 @@ def prepare_cache(
     progress: bool = True,
     image_size: int | None = None,
 ) -> pd.DataFrame:
-    """A copy of ``table`` whose ``path`` is a copy resized to ``size`` (shorter side) made once
-    in ``cache_root/<size>/`` by ``workers`` processes; ``source_path`` keeps the original. A
-    ``size`` below ``image_size`` (what the network sees) is refused."""
-    if "path" not in table.columns:
-        raise DatasetError(
-            "prepare_cache needs a table with a 'path' column: build it with a lesionlib.datasets "
-            "reader (load_table, read_isic2019, ...)."
-        )
+    """A copy of ``table`` whose ``path`` is a copy resized to ``size`` (shorter side), made once
+    in ``cache_root/<size>/`` by ``workers`` processes; ``source_path`` keeps the original."""
     if size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size}")
     if image_size is not None and size < image_size:

@@ -21,8 +21,8 @@ from lesionlib.layouts import ISIC2019_CLASSES, SPLITS, DatasetError
 
 Missing = Literal["error", "drop", "keep"]  # absent images: raise, drop with a warning, keep
 
-_ISIC2016_LABELS = {"benign": "benign", "malignant": "malignant", "0": "benign", "1": "malignant"}
-_ISIC2016_LABELS |= {"0.0": "benign", "1.0": "malignant"}
+_ISIC2016_LABELS = {"benign": "benign", "malignant": "malignant", "0": "benign", "1": "malignant",
+                    "0.0": "benign", "1.0": "malignant"}  # fmt: skip
 _HELP = "see data/README.md for where to get the data and how to lay out its files"
 _OFFICIAL = f"replace it with the official file ({_HELP})"
 
@@ -163,6 +163,7 @@ def read_imagefolder(root: str | Path) -> pd.DataFrame:
 
 
 def _entries(folder: Path, keep: Callable[[Path], bool]) -> list[Path]:
+    """The entries of ``folder`` that ``keep`` accepts, sorted, hidden ones left out."""
     return sorted(p for p in folder.iterdir() if keep(p) and not p.name.startswith("."))
 
 
@@ -285,19 +286,15 @@ def _finish(
     n_absent = len(table) - int(present.sum())
     if n_absent == 0 or missing == "keep":
         return table
-    where = ", ".join(f"{f}{'' if f.is_dir() else ' (folder does not exist)'}" for f in image_dirs)
-    where += " or next to the CSV" if csv.parent in folders else ""
-    if missing == "error":
+    where = ", ".join(map(str, image_dirs)) + (
+        " or next to the CSV" if csv.parent in folders else ""
+    )
+    if missing == "error" or n_absent == len(table):
         first = ", ".join(table.loc[~present, "image_id"].head(5))
         raise DatasetError(
             f"{n_absent} of {len(table)} images listed in {csv} are missing from {where}, "
             f"e.g. {first}. Put the images there ({_HELP}), or pass missing='drop' "
             "(CLI: --skip-missing) to keep only the images present."
-        )
-    if n_absent == len(table):
-        raise DatasetError(
-            f"none of the {len(table)} images listed in {csv} is in {where}; "
-            f"put the images there ({_HELP})."
         )
     message = f"dropped {n_absent} of {len(table)} images listed in {csv}: not found in {where}"
     warnings.warn(message, UserWarning, stacklevel=3)
@@ -407,15 +404,14 @@ def check_trainable(table: pd.DataFrame) -> None:
     trains a "classifier" that can only answer that class)."""
     if table.empty:
         raise DatasetError(
-            f"{_source(table)} has no images (the table has no rows); check the data folder and "
-            "the filters applied to the table, or see data/README.md for the layouts."
+            f"{_source(table)} has no images (the table has no rows): check the data folder and "
+            "the filters applied to the table (data/README.md shows the layouts)."
         )
     counts = table["label"].astype(str).value_counts()
     if len(counts) < 2:
         raise DatasetError(
-            f"{_source(table)}: all {len(table)} images are of one class ({counts.index[0]!r}); a "
-            "classifier needs at least two. Add the images of the other classes (the whole "
-            "dataset, not one class of it), or check the labels (e.g. the dx column)."
+            f"{_source(table)}: all {len(table)} images are of one class ({counts.index[0]!r}). "
+            "Add the images of the other classes, or check the labels (e.g. the dx column)."
         )
 
 
@@ -423,8 +419,7 @@ def split_warnings(
     table: pd.DataFrame, val_fraction: float = 0.15, test_fraction: float = 0.15
 ) -> list[str]:
     """Why :func:`split_table` cannot split ``table`` as asked (a class with fewer lesions than
-    splits; held-out splits of less than one image per class): one message per problem with
-    the counts, the consequence and the fix; empty when all is well."""
+    splits; held-out splits of less than one image per class), with the fix; empty if none."""
     official = _official_test(table)
     carved, messages = _carved(val_fraction, test_fraction, official), []
     labels = table.loc[~official, "label"].astype(str)  # the rows split_table divides
@@ -440,9 +435,8 @@ def split_warnings(
         messages.append(
             f"{_source(table)}: {len(short)} class(es) have fewer lesions than the {len(carved)} "
             f"splits ({', '.join(sorted(carved, key=SPLITS.index))}): {listed}. The split puts "
-            "them in train first, so each will be missing from a held-out split and get no score "
-            "there. Add images of those classes, drop them from the table, or set a fraction to 0 "
-            "(val_fraction= / test_fraction=; command line: --val-fraction / --test-fraction)."
+            "them in train first, so a held-out split will lack them. Add images of those "
+            "classes, or set a fraction to 0 (command line: --val-fraction / --test-fraction)."
         )
     held_out = {s: f for s, f in (("val", val_fraction), ("test", test_fraction)) if s in carved}
     n_classes = table["label"].astype(str).nunique()
@@ -451,10 +445,8 @@ def split_warnings(
         sizes = ", ".join(f"{s} about {size:.1f}" for s, size in small.items())
         messages.append(
             f"{_source(table)}: {len(table)} images are too few for {asked}: they ask for {sizes} "
-            f"images, less than one per class ({n_classes} classes). The split takes whole "
-            f"lesions, so {' and '.join(small)} will be larger than asked and hold only a few "
-            "images; their scores will mean little. Use more data, or other fractions (0 drops "
-            "that split)."
+            f"images, less than one per class ({n_classes} classes), so their scores will mean "
+            "little. Use more data, or other fractions (0 drops that split)."
         )
     return messages
 

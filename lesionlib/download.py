@@ -34,19 +34,13 @@ class ManualDownloadRequired(DownloadError):
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """A file at ``base_url + name`` (None: no direct link); ``size``/``sha256`` None when
-    unknown; ``extract``: a zip to unpack into ``target``, a sub-folder of the root."""
+    """A file at ``base_url + name`` (``base_url`` None: no direct link); ``size`` and ``sha256``
+    None when unknown. A ``.zip`` is extracted into the dataset's folder."""
 
     name: str
     base_url: str | None
     size: int | None = None
     sha256: str | None = None
-    extract: bool = False
-    target: str = ""
-
-    @property
-    def url(self) -> str | None:
-        return None if self.base_url is None else self.base_url + self.name
 
 
 ISIC_BUCKET = "https://isic-challenge-data.s3.amazonaws.com/"
@@ -54,22 +48,22 @@ _2019, _2016 = ISIC_BUCKET + "2019/", ISIC_BUCKET + "2016/"
 _GT2016_SHA = "0ffadd63b7cec650cddfbe5df54d1d3167453fe6004c2bbf05824184b0c4d405"
 
 # Sizes and hashes only where checked against the official file; the others are recorded on first
-# download (``<file>.sha256``) and re-verified afterwards. Never guess them.
+# download (``<file>.sha256``) and verified afterwards.
 DATASETS: dict[str, list[RemoteFile]] = {
     "isic2019": [
-        RemoteFile("ISIC_2019_Training_Input.zip", _2019, extract=True),
+        RemoteFile("ISIC_2019_Training_Input.zip", _2019),
         RemoteFile("ISIC_2019_Training_GroundTruth.csv", _2019),
         RemoteFile("ISIC_2019_Training_Metadata.csv", _2019),
     ],
     "isic2016": [
-        RemoteFile("ISBI2016_ISIC_Part3_Training_Data.zip", _2016, extract=True),
+        RemoteFile("ISBI2016_ISIC_Part3_Training_Data.zip", _2016),
         RemoteFile("ISBI2016_ISIC_Part3_Training_GroundTruth.csv", _2016, 19419, _GT2016_SHA),
-        RemoteFile("ISBI2016_ISIC_Part3_Test_Data.zip", _2016, extract=True),
+        RemoteFile("ISBI2016_ISIC_Part3_Test_Data.zip", _2016),
         RemoteFile("ISBI2016_ISIC_Part3_Test_GroundTruth.csv", _2016),
     ],
     "ham10000": [
-        RemoteFile("HAM10000_images_part_1.zip", None, extract=True),
-        RemoteFile("HAM10000_images_part_2.zip", None, extract=True),
+        RemoteFile("HAM10000_images_part_1.zip", None),
+        RemoteFile("HAM10000_images_part_2.zip", None),
         RemoteFile("HAM10000_metadata.csv", None),
     ],
 }
@@ -77,22 +71,17 @@ DATASETS: dict[str, list[RemoteFile]] = {
 
 _ISIC_HELP = "Current links: https://challenge.isic-archive.com/data/#{}, or the ISIC command-line "
 _ISIC_HELP += "tool: pip install isic-cli (see data/README.md)."
+_HAM10000_PAGE = "https://doi.org/10.7910/DVN/DBW86T"
 _HELP = {  # where to look when a download fails, appended to the error message
     "isic2019": _ISIC_HELP.format(2019),
     "isic2016": _ISIC_HELP.format(2016),
-    "ham10000": "Official page: https://doi.org/10.7910/DVN/DBW86T (see data/README.md).",
+    "ham10000": f"Official page: {_HAM10000_PAGE} (see data/README.md).",
 }
-_MANUAL_STEPS = {  # for datasets whose files have no direct link (``base_url=None``)
-    "ham10000": """\
-HAM10000 has no stable direct download link (its Harvard Dataverse links may change). By hand:
-  1. open https://doi.org/10.7910/DVN/DBW86T, accept its terms (CC BY-NC 4.0), download
-     HAM10000_images_part_1.zip, HAM10000_images_part_2.zip and HAM10000_metadata (as CSV);
-  2. put them in {store} as HAM10000_images_part_1.zip, ..._part_2.zip, HAM10000_metadata.csv;
-  3. run again (python -m lesionlib download ham10000 --to {to}): it extracts them into {root}.
-Missing now: {missing}. Alternatives (data/README.md): the ISIC 2019 training set contains the
-HAM10000 images (python -m lesionlib download isic2019); the ISIC command-line tool (pip install
-isic-cli) fetches the HAM10000 collection, with ISIC Archive column names in its metadata.csv.""",
-}
+_HAM10000_STEPS = f"""\
+HAM10000 has no stable direct download link. Open {_HAM10000_PAGE}, accept its terms (CC BY-NC
+4.0), download the files missing from {{store}} ({{missing}}; the metadata as CSV), put them
+there and run again: they are extracted into {{root}}. Alternatives (data/README.md): the ISIC 2019
+training set contains the HAM10000 images; pip install isic-cli fetches the HAM10000 collection."""
 
 COLAB_DRIVE_ROOT = Path("/content/drive/MyDrive")
 """Where Google Drive appears on Colab after ``google.colab.drive.mount('/content/drive')``."""
@@ -117,8 +106,7 @@ def _no_space(folder: Path, what: str, detail: str) -> DownloadError:
 
 
 def _check_space(folder: Path, needed: int, what: str) -> None:
-    """Raise :func:`_no_space` unless the disk of ``folder`` (or its nearest existing parent)
-    has ``needed`` bytes free."""
+    """Raise :func:`_no_space` unless the disk of ``folder`` has ``needed`` bytes free."""
     free = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
     if needed > free:
         detail = f"it needs {_bytes(needed)} in {folder}, and that disk has {_bytes(free)} free"
@@ -139,7 +127,7 @@ def _verify(
     dest: Path, sha256: str | None, size: int | None, progress: bool, url: str | None = None
 ) -> None:
     """Check ``dest`` against ``size`` and ``sha256``, else the hash recorded in ``dest.sha256``
-    (``sha256sum -c``'s format, plus the size and mtime verified: an unchanged file is not read
+    (``sha256sum -c``'s format plus the size and mtime verified, so an unchanged file is not read
     again). With ``url``, the ``.part`` just downloaded is checked, then renamed ``dest``."""
     path = dest.with_name(dest.name + ".part") if url else dest
     record = dest.with_name(dest.name + ".sha256")
@@ -179,8 +167,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _fetch(url: str, dest: Path, size: int | None, timeout: float, progress: bool) -> None:
-    """One attempt: append to ``dest.part`` from its current size (HTTP Range), or restart.
-    Network errors propagate; room for the rest is checked before writing (``.part`` kept)."""
+    """One attempt: append to ``dest.part`` from its current size (HTTP Range), or restart;
+    room for the rest is checked first. Network errors propagate."""
     part = dest.with_name(dest.name + ".part")
     offset = kept = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": f"lesionlib/{__version__}"}
@@ -237,8 +225,8 @@ def download_file(
     progress: bool = True,
 ) -> Path:
     """Download ``url`` to ``dest`` through ``dest.part`` (resumed with HTTP Range), retrying
-    network errors and 5xx ``retries`` times, ``backoff * 2**attempt`` s apart; then verify it.
-    A file already at ``dest`` is only verified. A 4xx, a full disk or a mismatch raise."""
+    network errors and 5xx ``retries`` times, ``backoff * 2**attempt`` s apart, then verify it;
+    a file already at ``dest`` is only verified."""
     dest = Path(dest).expanduser()
     if dest.exists():
         _verify(dest, sha256, size, progress)
@@ -290,7 +278,7 @@ def _unsafe(info: zipfile.ZipInfo) -> str | None:
 def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
     """Extract a zip into ``target`` and return its files; nothing is written if a member is
     absolute, has ``..``, is a symlink, or the disk lacks room. A marker written last makes a
-    second call a no-op; a killed one is redone, never mistaken for complete."""
+    second call a no-op (a killed one is redone)."""
     archive, target = Path(archive), Path(target)
     marker = target / f".extracted-{archive.name}"
     if marker.is_file():
@@ -320,7 +308,6 @@ def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
         if exc.errno not in _DISK_FULL:
             raise
         raise _no_space(target, what, f"{target} became full ({exc.strerror})") from exc
-    # move every file into place (renames, not copies), merging with folders already there
     shutil.copytree(staging, target, copy_function=os.replace, dirs_exist_ok=True)
     shutil.rmtree(staging)
     files = [info.filename for info in infos if not info.is_dir()]
@@ -345,26 +332,25 @@ def download(
         files = [replace(f, base_url=base_url.rstrip("/") + "/") for f in files]
     root = Path(to).expanduser() / dataset
     store = Path(drive_dir).expanduser() / dataset if drive_dir is not None else root
-    missing = [f.name for f in files if f.url is None and not (store / f.target / f.name).exists()]
-    if missing:
-        steps = _MANUAL_STEPS[dataset]
-        raise ManualDownloadRequired(
-            steps.format(store=store, to=to, root=root, missing=", ".join(missing))
-        )
+    if missing := [f.name for f in files if f.base_url is None and not (store / f.name).exists()]:
+        steps = _HAM10000_STEPS.format(store=store, root=root, missing=", ".join(missing))
+        raise ManualDownloadRequired(steps)
     for f in files:
-        stored = store / f.target / f.name
+        stored = store / f.name
         try:
-            if f.url is None:
+            if f.base_url is None:
                 _verify(stored, f.sha256, f.size, progress)
             else:
-                download_file(f.url, stored, sha256=f.sha256, size=f.size, progress=progress)
+                download_file(
+                    f.base_url + f.name, stored, sha256=f.sha256, size=f.size, progress=progress
+                )
         except DownloadError as exc:
             raise DownloadError(f"{exc}\n{_HELP[dataset]}") from exc
-        if f.extract:
-            safe_extract(stored, root / f.target)
+        if f.name.endswith(".zip"):
+            safe_extract(stored, root)
         elif store != root:
-            (root / f.target).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(stored, root / f.target / f.name)
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(stored, root / f.name)
     return root
 
 
@@ -396,8 +382,7 @@ def colab_download(
     base_url: str | None = None,
 ) -> str:
     """The notebooks' data step: on Colab, when ``data_dir`` is missing, :func:`download`
-    ``layout`` (archives kept on Drive with ``keep_on_drive``, images under ``to``) and return
-    its folder; else return ``data_dir``."""
+    ``layout`` (archives kept on Drive with ``keep_on_drive``) and return its folder."""
     if "google.colab" not in sys.modules or Path(data_dir).exists() or layout not in DATASETS:
         return str(data_dir)
     drive_dir = colab_drive_dir(mount=True) if keep_on_drive else None

@@ -1,5 +1,5 @@
-"""Decoding and checking images: Pillow for every format, a faster JPEG decoder when one works.
-Every error names the file and the fix, as a :class:`~lesionlib.layouts.DatasetError`."""
+"""Decoding and checking images: Pillow for every format, a faster JPEG decoder when one works;
+every error names the file and the fix."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ _VALIDATE = (
 
 
 def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
-    """Open an image as 8-bit RGB, EXIF orientation applied, fully decoded (errors surface here);
-    ``draft_size``: a JPEG decoded at the smallest 1/2-1/8 scale with sides >= it (much faster)."""
+    """An image as 8-bit RGB, EXIF orientation applied, fully decoded (errors surface here);
+    ``draft_size``: a JPEG decoded at a 1/2-1/8 scale still at least that big (much faster)."""
     try:
         with Image.open(path) as img:
             if draft_size is not None:
@@ -90,7 +90,7 @@ JPEG_DECODERS: dict[str, Callable[[], Callable[[bytes], torch.Tensor]]] = {
 @functools.cache
 def jpeg_decoder() -> tuple[str, Callable[[bytes], torch.Tensor] | None]:
     """``(description, decode)`` of the first of :data:`JPEG_DECODERS` that decodes a test image
-    (a build for another torch or CUDA may import, then fail), else ``("Pillow (why)", None)``."""
+    (a build for another torch may import, then fail), else ``("Pillow (why)", None)``."""
     probe = io.BytesIO()
     Image.new("RGB", (8, 8), (200, 30, 30)).save(probe, "JPEG")
     failures = []
@@ -108,9 +108,9 @@ def jpeg_decoder() -> tuple[str, Callable[[bytes], torch.Tensor] | None]:
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """The image at ``path`` as a uint8 3×H×W RGB tensor, EXIF orientation applied: a JPEG
-    through :func:`jpeg_decoder`, anything else or anything it rejects through :func:`load_image`
-    (the same pixels; it raises the error naming the file)."""
+    """The image at ``path`` as a uint8 3×H×W RGB tensor: a JPEG through :func:`jpeg_decoder`,
+    anything else (or anything it rejects) through :func:`load_image`, which gives the same
+    pixels and the error naming the file."""
     decode = jpeg_decoder()[1]
     if decode is not None:
         try:
@@ -124,9 +124,8 @@ def read_image(path: str | Path) -> torch.Tensor:
 
 
 def save_uploads(value: Any, folder: str | Path) -> list[Path]:
-    """Write the files of a notebook upload into ``folder``; return their paths. ``value``: an
-    ipywidgets 8 ``FileUpload.value`` (dicts with ``name`` and ``content``), an ipywidgets 7 one
-    (name -> dict with ``content``) or ``google.colab.files.upload()`` (name -> bytes)."""
+    """Write the files of a notebook upload into ``folder`` and return their paths: ``value`` is
+    an ipywidgets 8 or 7 ``FileUpload.value`` or ``google.colab.files.upload()``'s dict."""
     if isinstance(value, dict):
         files = [(name, f["content"] if isinstance(f, dict) else f) for name, f in value.items()]
     else:
@@ -152,9 +151,8 @@ def _scan_image(path: str) -> tuple[str, tuple[int, int], str] | str:
 
 def validate_table(table: pd.DataFrame, progress: bool = True) -> dict[str, Any]:
     """Decode every image of ``table`` (a few threads); report, JSON-safe, what would break or
-    bias training: ``images``, ``classes`` ({class: rows}), ``unreadable`` ([{path, error}]),
-    ``duplicates`` ([{sha1, paths}]: identical files), ``duplicate_ids``, ``size_range`` (after
-    EXIF orientation; None when nothing is readable) and ``modes`` ({stored PIL mode: files})."""
+    bias training: ``images``, ``classes``, ``unreadable`` ([{path, error}]), ``duplicates``
+    (identical files), ``duplicate_ids``, ``size_range`` and ``modes`` (stored PIL modes)."""
     paths = list(dict.fromkeys(table["path"].astype(str)))
     bar = {"max_workers": min(8, os.cpu_count() or 1), "desc": "validating images"}
     scans = thread_map(_scan_image, paths, **bar, disable=not progress)
@@ -182,8 +180,8 @@ def validate_table(table: pd.DataFrame, progress: bool = True) -> dict[str, Any]
 
 
 def drop_unreadable(table: pd.DataFrame, report: dict[str, Any]) -> pd.DataFrame:
-    """``table`` without the rows :func:`validate_table`'s ``report`` lists as unreadable (index
-    reset, class list kept); raises :class:`DatasetError` when none is left."""
+    """``table`` without the rows :func:`validate_table`'s ``report`` lists as unreadable;
+    raises :class:`DatasetError` when none is left."""
     keep = ~table["path"].astype(str).isin({entry["path"] for entry in report["unreadable"]})
     if not keep.any():
         raise DatasetError(

@@ -79,9 +79,8 @@ def _check_cached_hash(path: Path) -> None:
 
 
 def load_pretrained_state(weights: WeightsEnum, check_hash: bool = True) -> dict[str, torch.Tensor]:
-    """The state dict of torchvision ``weights``, from the torch hub cache or downloaded into it;
-    ``check_hash`` also checks a cached file. Any failure raises :class:`WeightsUnavailableError`
-    naming the URL, the path to put the file at, and ``pretrained=False``."""
+    """The state dict of torchvision ``weights``, from the torch hub cache (hash checked) or
+    downloaded into it; any failure raises :class:`WeightsUnavailableError` with the fixes."""
     path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
     try:
         if check_hash and path.is_file():
@@ -106,9 +105,8 @@ def build_model(
     check_hash: bool = True,
 ) -> nn.Module:
     """One of :data:`MODEL_NAMES` with a ``num_classes`` head, from ImageNet weights if
-    ``pretrained`` (``freeze_backbone``: train only the head); ``model.pretrained_source`` says
-    which. ``image_size``: for ``simplecnn`` only. ``check_hash=False`` accepts a cached weights
-    file whose SHA-256 does not match its name (e.g. your own copy)."""
+    ``pretrained`` (``freeze_backbone``: train only the head; ``model.pretrained_source`` says
+    which); ``image_size`` is for ``simplecnn`` only."""
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
     if name == "simplecnn" and pretrained:

@@ -1,7 +1,6 @@
 """Figures for the course: class balance, images, training curves, confusion matrices, ROC.
 
-Each function returns its ``Figure`` (Jupyter shows it; no ``plt.show()``); one-panel plots take
-``ax=`` to draw into an existing axes."""
+Each function returns its ``Figure`` (Jupyter shows it; no ``plt.show()``)."""
 
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from lesionlib.datasets import classes_of
 from lesionlib.images import load_image
-from lesionlib.layouts import BINARY_CLASSES, ISIC2019_CLASSES, SPLITS, full_name
+from lesionlib.layouts import SPLITS, full_name
 from lesionlib.metrics import binary_metrics
 from lesionlib.train import best_epoch_of
 from lesionlib.transforms import denormalize
@@ -31,14 +30,9 @@ PALETTE: list[tuple[float, float, float]] = list(sns.color_palette("colorblind")
 """The course palette (seaborn's colour-blind-safe set): splits, runs, metrics in order."""
 WRONG_COLOR = "tab:red"  # title colour of wrongly predicted images in show_batch
 _REFERENCE = {"ls": "--", "lw": 1, "color": "0.45"}  # chance, perfect calibration, best epoch
-_HEATMAP = {"annot": True, "cmap": "Blues", "vmin": 0, "square": True, "linewidths": 0.5}
-_CLASS_RANK = {c: i for i, c in enumerate((*ISIC2019_CLASSES, *BINARY_CLASSES))}
-
-# Axis labels that are not just the metric name capitalised, and the metrics shown in %.
-_LABELS = {"loss": "Cross-entropy loss", "lr": "Learning rate", "seconds": "Time per epoch (s)"}
-_LABELS |= {"auc": "ROC AUC", "macro_auc": "Macro ROC AUC", "f1": "F1 score"}
-_FRACTIONS = {"accuracy", "balanced_accuracy", "macro_auc", "auc", "average_precision"}
-_FRACTIONS |= {"sensitivity", "specificity", "precision", "recall", "f1"}
+_LABELS = {"loss": "Cross-entropy loss", "auc": "ROC AUC", "f1": "F1 score"}  # else capitalised
+_FRACTIONS = {"accuracy", "balanced_accuracy", "auc", "average_precision", "sensitivity"}
+_FRACTIONS |= {"specificity", "precision", "recall", "f1"}  # metrics shown in %
 
 
 def set_style() -> None:
@@ -47,17 +41,12 @@ def set_style() -> None:
     sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE, rc=rc)
 
 
-def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
-    """A new figure of ``figsize`` with one axes, or the figure of the ``ax`` given."""
-    return plt.subplots(figsize=figsize, layout="constrained") if ax is None else (ax.figure, ax)
-
-
 def _grid(rows: int, cols: int, figsize: tuple[float, float]) -> tuple[Figure, np.ndarray]:
     """A new figure with a ``rows`` × ``cols`` array of axes."""
     return plt.subplots(rows, cols, figsize=figsize, squeeze=False, layout="constrained")
 
 
-def _class_label(code: str, full_names: bool, sep: str = " — ") -> str:
+def _class_label(code: str, full_names: bool = True, sep: str = " — ") -> str:
     """``'MEL'`` or ``'MEL — Melanoma'``; codes whose full name adds nothing stay as they are."""
     name = full_name(code)
     return f"{code}{sep}{name}" if full_names and name.lower() != code.lower() else code
@@ -74,8 +63,7 @@ def _percent(*axes: Any) -> None:
 
 
 def _bars(ax: Axes, frame: pd.DataFrame, label: Callable[[Any, Any], str], padding=2) -> None:
-    """Write ``label(value, column)`` on each bar of ``frame`` (drawn last); nothing on a NaN
-    (pandas draws it as a 0-high bar)."""
+    """Write ``label(value, column)`` on each bar of ``frame``; nothing on a NaN (no bar)."""
     for container, column in zip(ax.containers[-frame.shape[1] :], frame.columns, strict=True):
         labels = ["" if pd.isna(v) else label(v, column) for v in frame[column]]
         ax.bar_label(container, labels=labels, padding=padding, fontsize="small")
@@ -86,39 +74,21 @@ def _to_numpy(values: Any) -> np.ndarray:
     return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
 
 
-def _class_counts(data: pd.DataFrame | pd.Series | Mapping[str, int]) -> pd.DataFrame:
-    """Images per class (rows, class order) and split (columns; a single ``images`` if none)."""
-    if isinstance(data, pd.DataFrame):
-        classes = classes_of(data)  # raises, naming the fix, when there is no 'label' column
-        if "split" not in data:
-            return data["label"].value_counts().reindex(classes, fill_value=0).to_frame("images")
-        counts = pd.crosstab(data["label"].astype(str), data["split"].astype(str))
+def plot_class_distribution(table: pd.DataFrame, title: str | None = None, log=False) -> Figure:
+    """Horizontal bars of images per class with count and share, in class order; with a
+    ``split`` column, a bar per split (shares within the split)."""
+    classes = classes_of(table)  # raises, naming the fix, when there is no 'label' column
+    by_split = "split" in table
+    if by_split:
+        counts = pd.crosstab(table["label"].astype(str), table["split"].astype(str))
         splits = [s for s in SPLITS if s in counts] + sorted(set(counts.columns) - set(SPLITS))
-        return counts.reindex(index=classes, columns=splits, fill_value=0)
-    counts = pd.Series(data)
-    if isinstance(counts.index, pd.CategoricalIndex):
-        order = [str(c) for c in counts.index.categories]
-    else:  # known class codes in their usual order, then the others as given
-        order = sorted(map(str, counts.index), key=lambda c: _CLASS_RANK.get(c, len(_CLASS_RANK)))
-    counts.index = counts.index.astype(str)
-    return counts.reindex(order, fill_value=0).astype(int).to_frame("images")
-
-
-def plot_class_distribution(
-    table_or_counts: pd.DataFrame | pd.Series | Mapping[str, int],
-    title: str | None = None,
-    ax: Axes | None = None,
-    log: bool = False,
-    full_names: bool = True,
-) -> Figure:
-    """Horizontal bars of images per class with count and share, in class order, from a lesionlib
-    table (a ``split`` column gives a bar per split, shares within it) or ``{class: count}``."""
-    counts = _class_counts(table_or_counts)
-    counts.index = [_class_label(c, full_names) for c in counts.index]
-    by_split = "split" in getattr(table_or_counts, "columns", ())
-    fig, ax = _axes(ax, (6.5, 1.0 + (0.22 if by_split else 0.32) * counts.size))
-    colors = sns.color_palette(PALETTE, counts.shape[1])
-    counts.plot.barh(ax=ax, color=colors, width=0.8, legend=by_split)
+        counts = counts.reindex(index=classes, columns=splits, fill_value=0)
+    else:
+        counts = table["label"].value_counts().reindex(classes, fill_value=0).to_frame("images")
+    counts.index = [_class_label(c) for c in counts.index]
+    height = 1.0 + (0.22 if by_split else 0.32) * counts.size
+    fig, ax = plt.subplots(figsize=(6.5, height), layout="constrained")
+    counts.plot.barh(ax=ax, color=PALETTE[: counts.shape[1]], width=0.8, legend=by_split)
     ax.invert_yaxis()  # first class on top
     total = counts.sum()
     _bars(ax, counts, lambda n, s: f"{n:,} ({n / total[s]:.1%})" if total[s] else "0", padding=3)
@@ -128,60 +98,42 @@ def plot_class_distribution(
     if by_split:
         ax.legend(title="Split", loc="lower right")
     default = "Images per class and split" if by_split else "Images per class"
-    ax.set_title(title or f"{default} (n = {int(counts.to_numpy().sum()):,})")
+    ax.set_title(title or f"{default} (n = {len(table):,})")
     return fig
 
 
-def plot_image_grid(
-    table: pd.DataFrame,
-    per_class: int = 4,
-    image_size: int = 128,
-    seed: int = 0,
-    classes: Sequence[str] | None = None,
-) -> Figure:
-    """One row per class of ``per_class`` random thumbnails (the same for a ``seed``), labelled
-    with the class code, its full name and the class's number of images."""
-    available = classes_of(table)
-    classes = available if classes is None else list(classes)
-    if unknown := [c for c in classes if c not in available]:
-        raise ValueError(f"classes {unknown} are not in the table; its classes are {available}")
+def plot_image_grid(table: pd.DataFrame, per_class: int = 4, seed: int = 0) -> Figure:
+    """One row per class of ``per_class`` random 128-pixel thumbnails (the same for a ``seed``),
+    labelled with the class code, its full name and the class's number of images."""
+    classes = classes_of(table)
     fig, axes = _grid(len(classes), per_class, (1.5 * per_class + 1.8, 1.5 * len(classes)))
     for row, code in zip(axes, classes, strict=True):
         members = table[table["label"] == code]
         chosen = members.sample(n=min(per_class, len(members)), random_state=seed)
         for ax, path in zip(row, chosen["path"], strict=False):
             image = load_image(path)
-            image.thumbnail((image_size, image_size))
+            image.thumbnail((128, 128))
             ax.imshow(image)
         for ax in row:
             ax.set(xticks=[], yticks=[], frame_on=False)
-        label = _class_label(code, full_names=True, sep="\n") + f"\n(n = {len(members):,})"
+        label = _class_label(code, sep="\n") + f"\n(n = {len(members):,})"
         row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
     return fig
 
 
 def show_batch(
-    images: torch.Tensor,
-    targets: Any,
-    classes: Sequence[str],
-    preds: Any = None,
-    probs: Any = None,
-    n: int = 16,
+    images: torch.Tensor, targets: Any, classes: Sequence[str], probs: Any = None, n: int = 16
 ) -> Figure:
-    """The first ``n`` images of a batch (uint8 or normalised) titled with the true and predicted
-    class (its probability with ``probs``), wrong predictions in red."""
+    """The first ``n`` images of a batch (uint8 or normalised) titled with the true class and,
+    with ``probs``, the predicted one and its probability (in red when wrong)."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) == 0:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(
-            f"show_batch expects a non-empty N×C×H×W tensor, got {shape}; "
-            "take one from a DataLoader: images, targets = next(iter(loader))"
+            "show_batch expects a non-empty N×C×H×W tensor: take one from a DataLoader, "
+            "images, targets = next(iter(loader))"
         )
     n = min(n, len(images))
     targets = _to_numpy(targets)[:n]
     probs = None if probs is None else _to_numpy(probs)[:n]
-    if preds is None and probs is not None:
-        preds = probs.argmax(axis=1)
-    preds = None if preds is None else _to_numpy(preds)[:n]
     pictures = denormalize(images[:n].detach().cpu()).permute(0, 2, 3, 1).numpy()
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
@@ -192,50 +144,38 @@ def show_batch(
             continue
         ax.imshow(pictures[i])
         title, style = f"true: {classes[targets[i]]}", {}
-        if preds is not None:
-            title += f"\npred: {classes[preds[i]]}"
-            title += "" if probs is None else f" ({probs[i, preds[i]]:.0%})"
-            style = {"color": WRONG_COLOR} if preds[i] != targets[i] else {}
+        if probs is not None:
+            pred = probs[i].argmax()
+            title += f"\npred: {classes[pred]} ({probs[i, pred]:.0%})"
+            style = {"color": WRONG_COLOR} if pred != targets[i] else {}
         ax.set_title(title, fontsize="small", **style)
     return fig
 
 
-def plot_history(
-    history: Sequence[Mapping[str, Any]] | pd.DataFrame,
-    metrics: Sequence[str] = ("loss", "accuracy", "balanced_accuracy"),
-) -> Figure:
-    """One panel per metric: train and validation curves of ``FitResult.history`` (or its
-    DataFrame), the epoch ``fit`` keeps dashed; ``lr`` or ``seconds`` are single curves."""
-    frame = pd.DataFrame(history)
+def plot_history(history: Sequence[Mapping[str, Any]] | pd.DataFrame) -> Figure:
+    """Loss, accuracy and balanced accuracy per epoch of ``FitResult.history`` (or its
+    DataFrame): train and validation curves, the epoch ``fit`` keeps dashed."""
+    frame = pd.DataFrame(history).apply(pd.to_numeric, errors="coerce")  # None -> NaN
     if frame.empty or "epoch" not in frame.columns:
         raise ValueError("plot_history needs one row per epoch with an 'epoch' column")
-    frame = frame.apply(pd.to_numeric, errors="coerce")  # None -> NaN
     best = None  # the epoch fit keeps, drawn only when there is validation
-    if "val_balanced_accuracy" in frame and frame["val_balanced_accuracy"].notna().any():
-        scored = frame.dropna(subset=["val_balanced_accuracy"])  # epochs without validation: NaN
-        best = best_epoch_of(scored.to_dict("records"))
-    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
-    panels = []  # (metric, {column: (legend label, colour)}), checked before a figure is made
-    for metric in metrics:
-        names = {f"train_{metric}": "train", f"val_{metric}": "validation"}
-        names[metric] = _metric_label(metric)
-        colors = dict(zip(names, PALETTE, strict=False))
-        curves = {c: (names[c], colors[c]) for c in names if c in frame and frame[c].notna().any()}
-        if not curves:
-            raise ValueError(
-                f"history has no values for {metric!r} (looked for train_{metric}, val_{metric}, "
-                f"{metric}); its columns are {list(frame.columns)}"
-            )
-        panels.append((metric, curves))
+    if frame.get("val_balanced_accuracy", pd.Series()).notna().any():
+        best = best_epoch_of(frame.dropna(subset=["val_balanced_accuracy"]).to_dict("records"))
+    metrics = ("loss", "accuracy", "balanced_accuracy")
     fig, axes = _grid(1, len(metrics), (4.0 * len(metrics), 3.2))
-    for ax, (metric, curves) in zip(axes[0], panels, strict=True):
-        for column, (label, color) in curves.items():
-            ax.plot(frame["epoch"], frame[column], marker="o", ms=3, color=color, label=label)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for split, name, color in (
+            ("train", "train", PALETTE[0]),
+            ("val", "validation", PALETTE[1]),
+        ):
+            values = frame.get(f"{split}_{metric}")
+            if values is not None and values.notna().any():
+                ax.plot(frame["epoch"], values, marker="o", ms=3, color=color, label=name)
         if best is not None:
             ax.axvline(best, **_REFERENCE, label="best epoch")
         ax.set(xlabel="Epoch", ylabel=_metric_label(metric))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if metric in _FRACTIONS:
+        if metric != "loss":
             _percent(ax.yaxis)
     axes[0][0].legend(fontsize="small")
     if best is not None:
@@ -244,62 +184,43 @@ def plot_history(
 
 
 def plot_confusion_matrix(
-    cm: Any,
-    classes: Sequence[str],
-    normalize: bool = True,
-    ax: Axes | None = None,
-    title: str | None = None,
-    both: bool = False,
-    full_names: bool = False,
+    cm: Any, classes: Sequence[str], both: bool = False, title: str | None = None
 ) -> Figure:
     """Heatmap of ``evaluate_predictions(...)["confusion_matrix"]`` (rows = true class), rows
-    normalised (recall on the diagonal, %) or counts; ``both=True``: the two side by side."""
+    normalised (recall on the diagonal, %); ``both=True``: the counts beside it."""
     if np.shape(cm) != (len(classes), len(classes)):
         raise ValueError(
             f"confusion matrix of shape {np.shape(cm)} does not match {len(classes)} classes "
             f"{list(classes)}; pass evaluate_predictions(...)['confusion_matrix'] and its 'classes'"
         )
-    names = [_class_label(c, full_names) for c in classes]
-    counts = pd.DataFrame(np.asarray(cm), index=names, columns=list(classes))  # tick labels
+    counts = pd.DataFrame(np.asarray(cm), index=list(classes), columns=list(classes))
     side = max(3.0, 0.45 * len(classes) + 1.2)
-    width = side + 1.3 + (2.0 if full_names else 0.0)  # heatmap, colour bar, class names
-    if both:
-        if ax is not None:
-            raise ValueError("both=True draws its own two panels: leave ax=None")
-        fig, axes = _grid(1, 2, (2 * width, side))
-        panels = zip(axes[0], (False, True), ("Counts", "Row-normalised (recall)"), strict=True)
-        if title:
-            fig.suptitle(title)
-    else:
-        fig, ax = _axes(ax, (width, side))
-        default = f"Confusion matrix ({'row-normalised' if normalize else 'counts'})"
-        panels = [(ax, normalize, title or default)]
-    for ax, norm, panel_title in panels:
+    fig, axes = _grid(1, 1 + both, ((1 + both) * (side + 1.3), side))  # + the colour bar
+    panels = [(False, "Counts"), (True, "Row-normalised (recall)")] if both else [(True, None)]
+    for ax, (norm, panel_title) in zip(axes[0], panels, strict=True):
         bar = {"shrink": 0.8, "label": "Share of the true class" if norm else "Images (count)"}
-        if norm:  # a class with no images: 0 / 0, a blank row
-            values, fmt, vmax = counts.div(counts.sum(axis=1), axis=0), ".0%", 1.0
-        else:
-            values, vmax = counts, None
-            fmt = "d" if all(np.issubdtype(t, np.integer) for t in counts.dtypes) else "g"
-        sns.heatmap(values, ax=ax, fmt=fmt, vmax=vmax, linecolor="white", cbar_kws=bar, **_HEATMAP)
+        values = counts.div(counts.sum(axis=1), axis=0) if norm else counts  # no images: blank
+        sns.heatmap(
+            values, ax=ax, annot=True, fmt=".0%" if norm else "g", cmap="Blues", vmin=0,
+            vmax=1.0 if norm else None, square=True, linewidths=0.5, linecolor="white",
+            cbar_kws=bar,
+        )  # fmt: skip
         if norm:
             _percent(ax.collections[0].colorbar.ax.yaxis)
         ax.tick_params(axis="x", labelrotation=90 if len(classes) > 10 else 0)
         ax.tick_params(axis="y", labelrotation=0)
-        ax.set(xlabel="Predicted class", ylabel="True class", title=panel_title)
+        ax.set(xlabel="Predicted class", ylabel="True class")
+        ax.set_title(panel_title or title or "Confusion matrix (row-normalised)")
+    if both and title:
+        fig.suptitle(title)
     return fig
 
 
-def plot_per_class_recall(
-    results: Mapping[str, Any], ax: Axes | None = None, full_names: bool = False
-) -> Figure:
+def plot_per_class_recall(results: Mapping[str, Any], ax: Axes | None = None) -> Figure:
     """Recall per class with a dashed chance line at ``1 / n_classes``, of one
     ``evaluate_predictions`` dict or of ``{run_name: results}`` (grouped bars, same classes)."""
     runs = {"_single": results} if "per_class" in results else dict(results)  # "_": no legend
-    first = next(iter(runs.values()), None)
-    if not isinstance(first, Mapping) or "classes" not in first:
-        raise ValueError("pass evaluate_predictions(...) results, or {run name: results}")
-    classes = list(first["classes"])
+    classes = list(next(iter(runs.values()))["classes"])
     for name, run in runs.items():
         if list(run["classes"]) != classes:
             raise ValueError(
@@ -308,11 +229,12 @@ def plot_per_class_recall(
             )
     frame = pd.DataFrame(
         {name: [run["per_class"][c]["recall"] for c in classes] for name, run in runs.items()},
-        index=[_class_label(c, full_names, sep="\n") for c in classes],
+        index=classes,
     ).astype(float)  # a None recall becomes NaN: no bar
-    width = min(10.0, max(4.5, 1.5 + 0.25 * len(classes) * (1 + len(runs))))
-    fig, ax = _axes(ax, (width + 1.5 + 1.5 * full_names, 3.5))  # + the legend, wider labels
-    frame.plot.bar(ax=ax, color=sns.color_palette(PALETTE, len(runs)), width=0.8, legend=False)
+    if ax is None:
+        width = min(10.0, max(4.5, 1.5 + 0.25 * len(classes) * (1 + len(runs))))
+        ax = plt.subplots(figsize=(width + 1.5, 3.5), layout="constrained")[1]
+    frame.plot.bar(ax=ax, color=PALETTE[: len(runs)], width=0.8, legend=False)
     if len(runs) == 1:
         _bars(ax, frame, lambda v, _: f"{v:.0%}")
     chance = 1 / len(classes)
@@ -322,7 +244,7 @@ def plot_per_class_recall(
     ax.tick_params(axis="x", labelrotation=0)
     ax.set(xlabel="True class", ylabel="Recall (sensitivity)", title="Recall per class")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return fig
+    return ax.figure
 
 
 def plot_roc_pr(
@@ -356,7 +278,6 @@ def plot_roc_pr(
     ap_label = f"{name} (AP = {scores['average_precision']:.3f})"
     pr_ax.plot(recall, precision, drawstyle="steps-post", color=color, label=ap_label)
     bbox = {"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none"}
-    box = {"fontsize": "small", "color": color, "bbox": bbox}
     for threshold in thresholds:
         predicted = probs_pos >= threshold
         sensitivity, fall_out = predicted[y == 1].mean(), predicted[y == 0].mean()
@@ -364,7 +285,10 @@ def plot_roc_pr(
         for ax, point in ((roc_ax, (fall_out, sensitivity)), (pr_ax, (sensitivity, ppv))):
             ax.plot(*point, "o", color=color, markeredgecolor="white", label="_nolegend_")
             offset = (6, -12 - 11 * len(ax.texts))  # each label one line below the last
-            ax.annotate(f"t = {threshold:.2f}", point, offset, textcoords="offset points", **box)
+            ax.annotate(
+                f"t = {threshold:.2f}", point, offset, textcoords="offset points",
+                fontsize="small", color=color, bbox=bbox,
+            )  # fmt: skip
     roc_ax.set(title="ROC curve", xlabel="False positive rate (1 − specificity)", aspect="equal")
     roc_ax.set_ylabel("True positive rate (sensitivity)")
     pr_ax.set(
@@ -388,7 +312,8 @@ def plot_reliability(
     frame = pd.DataFrame({k: bins[k] for k in keys}, dtype=float)
     frame = frame[frame["count"] > 0]
     conf, acc = frame["confidence"], frame["accuracy"]
-    fig, ax = _axes(ax, (4.2, 4.2))
+    if ax is None:
+        ax = plt.subplots(figsize=(4.2, 4.2), layout="constrained")[1]
     ax.plot([0, 1], [0, 1], **_REFERENCE, label="perfect calibration")
     ax.fill_between(conf, acc, conf, color=PALETTE[3], alpha=0.2, label="gap")
     ax.plot(conf, acc, color=PALETTE[0], label="model")
@@ -399,35 +324,25 @@ def plot_reliability(
     ax.set(xlabel="Confidence (mean top probability)", ylabel="Accuracy (share correct)")
     ax.set_title("Reliability diagram" + ("" if ece is None else f" (ECE = {ece:.3f})"))
     ax.legend(loc="upper left", fontsize="small")
-    return fig
+    return ax.figure
 
 
 def plot_metric_comparison(
-    frame: pd.DataFrame,
-    x: str,
-    metrics: Sequence[str] = ("accuracy", "balanced_accuracy"),
-    hue: str | None = None,
-    ax: Axes | None = None,
+    frame: pd.DataFrame, x: str, metrics: Sequence[str] = ("accuracy", "balanced_accuracy")
 ) -> Figure:
-    """Grouped bars comparing runs, a group per value of column ``x``: its ``metrics``, or with
-    ``hue`` (a column) the hue values of one metric. Repeated rows are averaged."""
-    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
-    if missing := [c for c in (x, *metrics, *([hue] if hue else [])) if c not in frame.columns]:
+    """Grouped bars comparing runs: a group per value of column ``x``, a bar per metric (the
+    mean of repeated rows)."""
+    metrics = list(metrics)
+    if missing := [c for c in (x, *metrics) if c not in frame.columns]:
         raise ValueError(f"columns {missing} are not in the frame; it has {list(frame.columns)}")
-    if hue is not None and len(metrics) != 1:
-        raise ValueError(f"with hue={hue!r} pass one metric, e.g. ('balanced_accuracy',)")
-    data = frame.copy()
-    data[metrics] = data[metrics].apply(pd.to_numeric, errors="coerce")
-    if hue is None:
-        wide = data.groupby(x, sort=False)[metrics].mean()
-        wide.columns = [_metric_label(m) for m in metrics]
-    else:
-        wide = data.groupby([x, hue], sort=False)[metrics[0]].mean().unstack(hue)
-        wide = wide.reindex(index=pd.unique(data[x]), columns=pd.unique(data[hue]))
+    numbers = frame[metrics].apply(pd.to_numeric, errors="coerce")
+    wide = numbers.groupby(frame[x], sort=False).mean()
+    wide.columns = [_metric_label(m) for m in metrics]
     wide.index = [textwrap.fill(str(v), 10, break_long_words=False) for v in wide.index]
     fraction = all(m in _FRACTIONS for m in metrics)
-    fig, ax = _axes(ax, (min(10.0, max(5.5, 3.5 + 0.45 * wide.size)), 3.5))
-    wide.plot.bar(ax=ax, color=sns.color_palette(PALETTE, wide.shape[1]), width=0.8)
+    width = min(10.0, max(5.5, 3.5 + 0.45 * wide.size))
+    fig, ax = plt.subplots(figsize=(width, 3.5), layout="constrained")
+    wide.plot.bar(ax=ax, color=PALETTE[: wide.shape[1]], width=0.8)
     _bars(ax, wide, lambda v, _: f"{v:.0%}" if fraction else f"{v:.3g}")
     if fraction:
         ax.set_ylim(0, 1.08)
@@ -435,6 +350,5 @@ def plot_metric_comparison(
     ax.tick_params(axis="x", labelrotation=0)
     ax.set_xlabel(x.replace("_", " ").capitalize())
     ax.set_ylabel(_metric_label(metrics[0]) if len(metrics) == 1 else "Score")
-    legend = "Metric" if hue is None else hue.replace("_", " ").capitalize()
-    ax.legend(title=legend, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(title="Metric", fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig

@@ -1,6 +1,6 @@
 """A small, learnable, dermoscopy-like synthetic sample written in the official layouts: each
-lesion is a blob on skin under a vignette, its colour, size, border and textures set by its class
-and varied per lesion and per image, so that no single pixel decides it."""
+lesion is a blob on skin whose colour, size, border and dot colour follow its class, varied per
+lesion and per image."""
 
 from __future__ import annotations
 
@@ -18,41 +18,25 @@ from lesionlib import layouts
 from lesionlib.layouts import BINARY_CLASSES, ISIC2019_CLASSES
 from lesionlib.settings import cache_dir
 
-SAMPLE_VERSION = "v1"
+SAMPLE_VERSION = "v2"
 ISIC2019_COUNTS = dict(MEL=4522, NV=12875, BCC=3323, AK=867, BKL=2624, DF=239, VASC=253, SCC=628)
 """Images per class in the ISIC 2019 training set: the synthetic sample's class proportions."""
 MIN_LESIONS_PER_CLASS = 4
 
-_TEXTURES = ("dots", "streaks", "network", "veil", "vessels", "scale", "white_centre", "lacunae")
-_TEXTURE_COLOURS = {
-    "streaks": (45, 30, 25), "network": (70, 45, 30), "veil": (75, 82, 105),
-    "vessels": (175, 35, 45), "scale": (238, 228, 215), "white_centre": (240, 232, 225),
-    "lacunae": (110, 15, 45),
-}  # fmt: skip
-# colour (RGB), radius (fraction of the half-width), border irregularity, eccentricity, edge
-# sharpness, colour of the dots, and the strength of each texture (0 = never).
-_STYLES: dict[str, dict] = {
-    "MEL": dict(colour=(80, 50, 40), radius=0.58, irregular=0.14, ecc=0.30, sharp=9,
-                dot_colour=(30, 20, 20), dots=0.7, streaks=0.7, network=0.3, veil=0.45),
-    "NV": dict(colour=(145, 95, 65), radius=0.44, irregular=0.04, ecc=0.15, sharp=14,
-               dot_colour=(95, 60, 40), dots=0.3, network=0.6),
-    "BCC": dict(colour=(205, 150, 150), radius=0.46, irregular=0.08, ecc=0.20, sharp=7,
-                dot_colour=(95, 105, 125), dots=0.5, vessels=0.8),
-    "AK": dict(colour=(200, 115, 105), radius=0.50, irregular=0.09, ecc=0.25, sharp=3,
-               dot_colour=(170, 80, 75), scale=0.6, dots=0.2),
-    "BKL": dict(colour=(175, 125, 90), radius=0.48, irregular=0.08, ecc=0.25, sharp=12,
-                dot_colour=(225, 210, 180), dots=0.6, network=0.2),
-    "DF": dict(colour=(155, 110, 85), radius=0.32, irregular=0.05, ecc=0.10, sharp=5,
-               dot_colour=(120, 80, 60), white_centre=0.8, network=0.3),
-    "VASC": dict(colour=(155, 45, 75), radius=0.34, irregular=0.05, ecc=0.20, sharp=14,
-                 dot_colour=(110, 15, 45), lacunae=0.8),
-    "SCC": dict(colour=(215, 175, 160), radius=0.60, irregular=0.10, ecc=0.20, sharp=6,
-                dot_colour=(190, 120, 110), scale=0.7, vessels=0.3, white_centre=0.3),
-}  # fmt: skip
+# Per class: lesion colour (RGB), radius (share of the half-width), border wobble, dot colour.
+_STYLES = {
+    "MEL": ((80, 50, 40), 0.58, 0.15, (30, 20, 20)),
+    "NV": ((145, 95, 65), 0.44, 0.04, (95, 60, 40)),
+    "BCC": ((205, 150, 150), 0.46, 0.08, (95, 105, 125)),
+    "AK": ((200, 115, 105), 0.50, 0.10, (238, 228, 215)),
+    "BKL": ((175, 125, 90), 0.48, 0.08, (225, 210, 180)),
+    "DF": ((155, 110, 85), 0.32, 0.05, (240, 232, 225)),
+    "VASC": ((155, 45, 75), 0.34, 0.05, (110, 15, 45)),
+    "SCC": ((215, 175, 160), 0.60, 0.10, (175, 35, 45)),
+}
 _BINARY_STYLES = {"benign": ("NV", "BKL"), "malignant": ("MEL",)}
 _SITES = ("anterior torso", "posterior torso", "lower extremity", "upper extremity", "head/neck",
           "lateral torso", "palms/soles", "oral/genital", "")  # fmt: skip
-_CHUNK = 256
 
 
 def _class_counts(classes: Sequence[str], n_lesions: int, imbalance: bool) -> np.ndarray:
@@ -69,98 +53,46 @@ def _class_counts(classes: Sequence[str], n_lesions: int, imbalance: bool) -> np
     return counts + floor
 
 
-def _lesion_params(styles: Sequence[str], rng: Generator) -> dict[str, np.ndarray]:
-    """Per-lesion appearance: the class style with random variation."""
-    n, table = len(styles), [_STYLES[s] for s in styles]
-
-    def column(key: str) -> np.ndarray:
-        return np.array([t.get(key, 0.0) for t in table], dtype=float)
-
-    def colour(key: str, shade: tuple[float, float], spread: float) -> np.ndarray:
-        base = np.array([t[key] for t in table], dtype=float)
-        return base * rng.uniform(*shade, (n, 1)) + rng.normal(0, spread, (n, 3))
-
-    skin = np.array([226.0, 186, 160]) * rng.uniform(0.78, 1.04, (n, 1)) + rng.normal(0, 4, (n, 3))
-    params = {
-        "skin": skin,
-        "colour": colour("colour", (0.8, 1.15), 7),
-        "dot_colour": colour("dot_colour", (0.85, 1.15), 8),
-        "radius": column("radius") * rng.uniform(0.75, 1.25, n),
-        "irregular": column("irregular") * rng.uniform(0.5, 1.5, n),
-        "ecc": np.clip(column("ecc") * rng.uniform(0.3, 1.5, n), 0, 0.6),
-        "sharp": column("sharp") * rng.uniform(0.7, 1.3, n),
-        "angle": rng.uniform(0, 2 * np.pi, n),
-        "lobes": rng.integers(2, 7, (n, 2)).astype(float),
-        "lobe_phase": rng.uniform(0, 2 * np.pi, (n, 2)),
-        "freq": rng.uniform(10, 16, n),
-        "tex_phase": rng.uniform(0, 2 * np.pi, (n, 4)),
-        "skin_wave": rng.normal(0, 0.04, (n, 2)),
+def _lesion(style: str, rng: Generator) -> dict:
+    """One lesion's look: its class style with its own shade, size, shape and skin."""
+    colour, radius, wobble, dots = _STYLES[style]
+    return {
+        "skin": np.array([226, 186, 160]) * rng.uniform(0.8, 1.04) + rng.normal(0, 4, 3),
+        "colour": np.array(colour) * rng.uniform(0.85, 1.15) + rng.normal(0, 7, 3),
+        "dots": np.array(dots),
+        "radius": radius * rng.uniform(0.8, 1.2),
+        "wobble": wobble * rng.uniform(0.5, 1.5),
+        "lobes": rng.integers(2, 7),
+        "phase": rng.uniform(0, 2 * np.pi),
+        "freq": rng.uniform(10, 16),
     }
-    for name in _TEXTURES:
-        present = rng.random(n) < 0.85
-        params[name] = column(name) * present * rng.uniform(0.5, 1.1, n)
-    return params
 
 
-def _render(p: dict[str, np.ndarray], size: int, rng: Generator) -> np.ndarray:
-    """Draw ``len(p['cx'])`` images of ``size`` x ``size`` pixels: uint8 array (N, H, W, 3)."""
-    p = {key: value.astype(np.float32) for key, value in p.items()}  # float32: twice as fast
-    n = len(p["cx"])
-    col = {key: value[:, None, None] for key, value in p.items()}  # broadcast over the pixels
-    grid = np.linspace(-1, 1, size, dtype=np.float32)
-    yy, xx = np.meshgrid(grid, grid, indexing="ij")
-    x, y = xx[None] - col["cx"], yy[None] - col["cy"]
-    cos, sin = np.cos(col["angle"]), np.sin(col["angle"])
-    u = cos * x + sin * y
-    v = (-sin * x + cos * y) / (1 - col["ecc"])
-    rho, theta = np.hypot(u, v), np.arctan2(v, u)
-    lobes, phase = p["lobes"][:, :, None, None], p["lobe_phase"][:, :, None, None]
-    wobble = (np.sin(lobes * theta[:, None] + phase) * [[[[1.0]], [[0.6]]]]).sum(axis=1)
-    d = rho / (col["radius"] * (1 + col["irregular"] * wobble))  # < 1 inside the lesion
-    inside = 1 / (1 + np.exp(-(1 - d) * col["sharp"]))
-    wave = p["skin_wave"][:, :, None, None]
-    skin_shade = 1 + wave[:, 0] * np.sin(2.5 * xx + 1.3) + wave[:, 1] * np.cos(3.1 * yy)
-    skin = p["skin"][:, None, None, :] * skin_shade[..., None]
-    lesion = p["colour"][:, None, None, :] * (0.78 + 0.3 * np.clip(d, 0, 1))[..., None]
-    f, ph = col["freq"], p["tex_phase"][:, :, None, None]
-    core = d < 0.95
-    fields = {
-        "dots": (np.sin(f * u + ph[:, 0]) * np.sin(f * v + ph[:, 1]) > 0.75) & core,
-        "streaks": (np.cos(np.round(f) * theta + ph[:, 2]) > 0.5) & (d > 0.55) & core,
-        "network": (np.abs(np.sin(f * u + ph[:, 2])) < 0.25) | (np.abs(np.sin(f * v)) < 0.25),
-        "veil": (u * np.cos(ph[:, 3]) + v * np.sin(ph[:, 3]) > 0) & (d < 0.8),
-        "vessels": np.abs(np.sin(0.8 * f * u + 2.5 * np.sin(4 * v + ph[:, 0]))) < 0.15,
-        "scale": rng.random((n, size, size), dtype=np.float32) > 0.8,
-        "white_centre": np.exp(-((d / 0.45) ** 2)),
-        "lacunae": (np.sin(0.6 * f * u + ph[:, 1]) * np.sin(0.6 * f * v + ph[:, 2]) > 0.45) & core,
-    }
-    for name, field in fields.items():
-        colour = p["dot_colour"] if name == "dots" else np.float32(_TEXTURE_COLOURS[name])
-        alpha = (col[name] * field * (d < 1))[..., None]
-        lesion += alpha * (np.broadcast_to(colour, (n, 3))[:, None, None, :] - lesion)
-    image = skin * (1 - inside[..., None]) + lesion * inside[..., None]
-    edge = np.clip((np.hypot(xx, yy) - 0.8) / 0.45, 0, 1)[None] ** 1.5
-    image = image * ((1 - col["vignette"] * edge) * col["brightness"])[..., None]
-    image += 6 * rng.standard_normal(image.shape, dtype=np.float32)
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+def _draw(lesion: dict, size: int, rng: Generator) -> np.ndarray:
+    """A ``size`` x ``size`` RGB image of ``lesion``, moved, turned and lit a little differently
+    each time, under a vignette and sensor noise."""
+    grid = np.linspace(-1, 1, size)
+    y, x = np.meshgrid(grid - rng.normal(0, 0.06), grid - rng.normal(0, 0.06), indexing="ij")
+    theta = np.arctan2(y, x) + rng.normal(0, 0.3)
+    border = lesion["radius"] * (
+        1 + lesion["wobble"] * np.sin(lesion["lobes"] * theta + lesion["phase"])
+    )
+    inside = (1 / (1 + np.exp(12 * (np.hypot(x, y) / border - 1))))[..., None]  # a soft edge
+    dotted = np.sin(lesion["freq"] * x) * np.sin(lesion["freq"] * y) > 0.6
+    image = lesion["skin"] * (1 - inside) + lesion["colour"] * inside
+    image += 0.6 * (dotted[..., None] * inside) * (lesion["dots"] - image)
+    vignette = 1 - 0.6 * np.clip(np.hypot(*np.meshgrid(grid, grid)) - 0.8, 0, 1)
+    image *= vignette[..., None] * rng.uniform(0.9, 1.1)
+    return np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
 
 
 def _write_images(
     styles: Sequence[str], lesions: np.ndarray, paths: Sequence[Path], size: int, rng: Generator
 ) -> None:
-    """Save one JPEG per path: image i shows lesion ``lesions[i]`` (of style ``styles[lesions[i]]``)
-    with a slightly different crop, rotation and brightness each time."""
-    lesion = _lesion_params(styles, rng)
-    for start in range(0, len(paths), _CHUNK):
-        index = lesions[start : start + _CHUNK]
-        p, n = {key: value[index] for key, value in lesion.items()}, len(index)
-        p.update(cx=rng.normal(0, 0.06, n), cy=rng.normal(0, 0.06, n))
-        p.update(angle=p["angle"] + rng.normal(0, 0.3, n))
-        p.update(radius=p["radius"] * rng.uniform(0.93, 1.07, n))
-        p.update(brightness=rng.uniform(0.88, 1.1, n), vignette=rng.uniform(0.5, 0.9, n))
-        pixels = _render(p, size, rng)
-        for array, path in zip(pixels, paths[start : start + _CHUNK], strict=True):
-            Image.fromarray(array).save(path, quality=92)
+    """Save one JPEG per path: image i shows lesion ``lesions[i]`` (style ``styles[lesion]``)."""
+    looks = [_lesion(style, rng) for style in styles]
+    for lesion, path in zip(lesions, paths, strict=True):
+        Image.fromarray(_draw(looks[lesion], size, rng)).save(path, quality=92)
 
 
 def write_isic2019_sample(

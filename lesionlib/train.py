@@ -1,9 +1,8 @@
 """Loaders, the training loop, prediction, checkpoints and saved models.
 
-``fit(model, loaders, optimizer, epochs, ...)`` trains with the optimizer, scheduler and loss the
-caller builds, keeps the epoch with the best validation balanced accuracy and checkpoints every
-epoch. Each epoch's shuffling, augmentation and dropout are seeded from ``(seed, epoch)``, so a run
-killed after any epoch and resumed gives the same history as one never interrupted.
+``fit`` trains with the optimizer, scheduler and loss the caller builds, keeps the epoch with the
+best validation balanced accuracy and checkpoints every epoch. Each epoch is seeded from ``(seed,
+epoch)``, so a run killed after any epoch and resumed gives the same history as one never stopped.
 """
 
 from __future__ import annotations
@@ -40,11 +39,8 @@ from lesionlib.models import build_model
 from lesionlib.settings import LesionlibError, smoke_mode
 from lesionlib.transforms import eval_transform, normalize, train_transform
 
-CHECKPOINT_KIND = "checkpoint"
-MODEL_KIND = "model"
 _FORMAT_VERSION = 2  # 2: run record in saved models; per-epoch seeding instead of RNG states
 _START_OVER = "pass resume=False (command line: leave out --resume) to train from the start"
-_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format: a zip archive
 _PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}  # fit(amp=...) forced
 _READ_EVERY = 20  # training batches between read-backs of the loss (each one waits for the GPU)
 
@@ -61,7 +57,7 @@ class CheckpointError(LesionlibError, RuntimeError):
 
 
 def seed_everything(seed: int = 0, deterministic: bool = False) -> torch.Generator:
-    """Seed Python, NumPy and torch (CPU and CUDA); return a torch generator for DataLoaders.
+    """Seed Python, NumPy and torch; return a torch generator for DataLoaders.
     ``deterministic=True`` also asks for deterministic algorithms and no cuDNN benchmarking."""
     random.seed(seed)
     np.random.seed(seed)
@@ -82,22 +78,12 @@ def seed_worker(worker_id: int) -> None:
 
 
 def get_device(prefer: str | torch.device | None = None) -> torch.device:
-    """The best available device (CUDA, then Apple MPS, then CPU), or ``prefer`` if available."""
-    if prefer is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    try:
-        device = torch.device(prefer)
-    except RuntimeError as error:
-        raise ValueError(f"unknown device {prefer!r}: use 'cuda', 'mps' or 'cpu'") from error
-    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available.get(device.type, True):
-        raise ValueError(
-            f"device {prefer!r} requested but no CUDA GPU / Apple MPS is available (on Colab: "
-            "Runtime > Change runtime type > GPU); pass prefer=None to use the best device present"
-        )
-    return device
+    """``prefer`` (e.g. ``"cpu"``), else the best device present: CUDA, Apple MPS, the CPU."""
+    if prefer is not None:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
 
 
 def print_environment() -> None:
@@ -124,17 +110,11 @@ def make_loaders(
     balanced_sampler: bool = False,
     num_workers: int | None = None,
     seed: int = 0,
-    device: str | torch.device | None = None,
 ) -> dict[str, DataLoader]:
-    """One DataLoader per value of ``table["split"]`` (train, val, test).
-
-    Train: ``train_transform(image_size, augment)``, shuffled (or, with ``balanced_sampler``,
-    drawn with replacement weighted 1/class count), a last batch of one image dropped (BatchNorm
-    cannot train on one); the others: ``eval_transform`` in table order. ``num_workers``: 0 in
-    smoke mode, else ``min(cpu_count, 8)``. Batches hold uint8 pixels, a quarter of float32's
-    bytes to pass and copy: ``fit``/``predict`` normalise them on the model's device; a loop of
-    your own calls ``transforms.normalize(images.to(device))``.
-    """
+    """One DataLoader per value of ``table["split"]``: train augmented and shuffled (or drawn
+    with replacement, weighted 1/class count, with ``balanced_sampler``), the others in table
+    order. Batches hold uint8 pixels, a quarter of float32's bytes: ``fit``/``predict`` normalise
+    them on the device (your own loop: ``transforms.normalize(images.to(device))``)."""
     if "split" not in table.columns or table["split"].dropna().empty:
         raise ValueError(
             "the table has no split: add one with lesionlib.datasets.split_table(table)"
@@ -165,10 +145,10 @@ def make_loaders(
             shuffle=training and sampler is None,
             sampler=sampler,
             num_workers=num_workers,
-            pin_memory=get_device(device).type == "cuda",
+            pin_memory=torch.cuda.is_available(),
             worker_init_fn=seed_worker,
             generator=generator,
-            drop_last=training and len(part) % batch_size == 1,
+            drop_last=training and len(part) % batch_size == 1,  # BatchNorm cannot train on one
         )
     return loaders
 
@@ -176,24 +156,19 @@ def make_loaders(
 def class_weights_from(
     table_or_targets: pd.DataFrame | Sequence[int] | np.ndarray | torch.Tensor, num_classes: int
 ) -> torch.Tensor:
-    """Inverse-frequency class weights for the cross-entropy (float32, ``num_classes`` long):
-    ``compute_class_weight("balanced")`` of the training rows (or targets) rescaled to mean 1
-    over the classes present, so the loss keeps its scale; absent classes get 1."""
+    """Inverse-frequency class weights for the cross-entropy: sklearn's "balanced" weights of
+    the training targets rescaled to mean 1 (the loss keeps its scale); absent classes get 1."""
     if isinstance(table_or_targets, pd.DataFrame):
-        if "target" not in table_or_targets.columns:
-            raise ValueError("class_weights_from needs a table with a 'target' column")
-        table_or_targets = table_or_targets["target"].to_numpy()
+        table_or_targets = table_or_targets["target"]
     targets = np.asarray(table_or_targets, dtype=np.int64).reshape(-1)
-    if targets.size == 0:
-        raise ValueError("class_weights_from got no targets: pass the training split's targets")
-    if targets.min() < 0 or targets.max() >= num_classes:
+    if targets.size == 0 or targets.min() < 0 or targets.max() >= num_classes:
         raise ValueError(
-            f"targets must lie in [0, {num_classes - 1}] for num_classes={num_classes}; "
-            f"got values from {targets.min()} to {targets.max()}"
+            f"class_weights_from needs the training targets, each in [0, {num_classes - 1}] "
+            f"for num_classes={num_classes}"
         )
     present = np.unique(targets)
     balanced = compute_class_weight("balanced", classes=present, y=targets)
-    weights = np.ones(num_classes, dtype=np.float64)
+    weights = np.ones(num_classes)
     weights[present] = balanced / balanced.mean()
     return torch.tensor(weights, dtype=torch.float32)
 
@@ -203,9 +178,8 @@ def class_weights_from(
 
 @dataclass
 class FitResult:
-    """What :func:`fit` returns: one history row per epoch and the epoch it kept (``monitor``:
-    ``"last_epoch"`` without a val loader, ``best_metric`` then the train score). ``setup`` is
-    what the run ran on (device, precision, memory format, loader)."""
+    """What :func:`fit` returns: one history row per epoch, the epoch it kept and its score
+    (``monitor``: ``"last_epoch"`` without validation, the score then the train one)."""
 
     history: list[dict[str, Any]]
     best_epoch: int
@@ -213,11 +187,7 @@ class FitResult:
     device: str
     seconds: float
     monitor: str = "val_balanced_accuracy"
-    setup: str = ""
-
-    def as_frame(self) -> pd.DataFrame:
-        """The history as a DataFrame, one row per epoch."""
-        return pd.DataFrame(self.history)
+    setup: str = ""  # device, precision, memory format, loader
 
 
 def fit(
@@ -235,19 +205,13 @@ def fit(
     seed: int = 0,
     progress: bool = True,
 ) -> FitResult:
-    """Train ``model`` (on its device) for ``epochs``; keep the best epoch on ``loaders["val"]``
-    (:func:`best_epoch_of`), whose weights are loaded at the end.
-
-    - ``scheduler`` steps after every batch (as ``OneCycleLR`` wants); ``loss_fn`` (default
-      cross-entropy) also gives the val loss; ``grad_clip`` clips each gradient value.
-    - ``amp=True``: on CUDA, bfloat16 where the GPU has it, else float16 with a GradScaler;
-      ``False``: float32; ``"float16"``/``"bfloat16"`` force it on any device, the CPU too.
-    - Each epoch's randomness is seeded from ``(seed, epoch)``; ``checkpoint_path`` saves the
-      whole state every epoch and ``resume=True`` continues with the same history.
-
-    History rows: epoch, train/val loss, accuracy and balanced accuracy (val: None without
-    validation), lr, seconds. Raises :class:`TrainingError` on a NaN/inf loss or GPU OOM.
-    """
+    """Train ``model`` (on its device) for ``epochs`` and load the weights of the best epoch on
+    ``loaders["val"]`` (:func:`best_epoch_of`). ``scheduler`` steps after every batch (as
+    ``OneCycleLR`` wants); ``loss_fn`` (default cross-entropy) also gives the val loss;
+    ``grad_clip`` clips each gradient value. ``amp=True``: on CUDA, bfloat16 where the GPU has
+    it, else float16 with a GradScaler; ``"float16"``/``"bfloat16"`` force it on any device.
+    ``checkpoint_path`` saves the whole state every epoch; ``resume=True`` continues from it.
+    Raises :class:`TrainingError` on a NaN/inf loss or a GPU out of memory."""
     if epochs < 1 or "train" not in loaders or len(loaders["train"]) == 0:
         raise ValueError("fit needs epochs >= 1 and a 'train' loader that yields batches")
     step = _Step(model, optimizer, scheduler, loss_fn or nn.CrossEntropyLoss(), grad_clip, amp)
@@ -274,13 +238,16 @@ def fit(
             _write_checkpoint({**state, **step.state_dict()}, path)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}")
     model.load_state_dict(best_state)
-    return _result(history, step.device, setup)
+    best = history[best_epoch_of(history) - 1]
+    monitor = "val_balanced_accuracy" if best["val_loss"] is not None else "last_epoch"
+    score = float(best["train_balanced_accuracy" if monitor == "last_epoch" else monitor])
+    seconds = sum(row["seconds"] for row in history)
+    return FitResult(history, best["epoch"], score, str(step.device), seconds, monitor, setup)
 
 
 def best_epoch_of(history: Sequence[Mapping[str, Any]]) -> int:
-    """The epoch (1-based) that :func:`fit` keeps: highest ``val_balanced_accuracy``, ties broken
-    by the lower ``val_loss``, then the earlier epoch; the last epoch when there is no validation.
-    """
+    """The epoch that :func:`fit` keeps: highest ``val_balanced_accuracy``, then lowest
+    ``val_loss``, then the earliest; the last epoch when there is no validation."""
     scored = [r for r in history if r.get("val_balanced_accuracy") is not None]
     if not scored:
         return int(history[-1]["epoch"])
@@ -291,8 +258,8 @@ def best_epoch_of(history: Sequence[Mapping[str, Any]]) -> int:
 def predict(
     model: nn.Module, loader: DataLoader, tta: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities ``[N, C]`` (float32) and targets ``[N]`` over ``loader``, in
-    float32 on the model's device; ``tta=True`` averages the image and its two flips."""
+    """Softmax probabilities ``[N, C]`` (float32) and targets ``[N]`` over ``loader``;
+    ``tta=True`` averages the image and its two flips."""
     logits, targets = _infer(model, loader, None, tta=tta, desc="predict", progress=False)
     return logits.softmax(1).numpy().astype(np.float32), targets.numpy().astype(np.int64)
 
@@ -305,15 +272,13 @@ class _Step:
         self.loss_fn, self.grad_clip = loss_fn, grad_clip
         self.device = next(model.parameters()).device
         self.amp_dtype = _amp_dtype(self.device, amp)
-        self.scaler = torch.amp.GradScaler(
-            self.device.type, enabled=self.amp_dtype == torch.float16
-        )
+        float16 = self.amp_dtype == torch.float16
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=float16)
         if self.device.type == "cuda":
             model.to(memory_format=torch.channels_last)
 
     def describe(self, loader: DataLoader) -> str:
-        """What the run uses: device, precision, memory format, batch size, loader workers,
-        pinned memory."""
+        """What the run uses: device, precision, memory format, batch, loader workers."""
         cuda = self.device.type == "cuda"
         where = f"cuda ({torch.cuda.get_device_name(self.device)})" if cuda else self.device.type
         parts = [
@@ -344,8 +309,8 @@ class _Step:
             self.scaler.load_state_dict(state["scaler"])
 
     def train_epoch(self, loader: DataLoader, epoch: int, progress: bool) -> dict[str, float]:
-        """One pass over the training data: train_loss, _accuracy, _balanced_accuracy. Losses
-        are read back every ``_READ_EVERY`` batches, so the CPU queues batches meanwhile."""
+        """One pass over the training data: train_loss, _accuracy, _balanced_accuracy (losses
+        read back every ``_READ_EVERY`` batches, so the CPU queues batches meanwhile)."""
         self.model.train()
         total, pending, predictions, targets = 0.0, [], [], []
         batches = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not progress)
@@ -388,8 +353,8 @@ class _Step:
 def _read_losses(
     pending: list[tuple[int, float, torch.Tensor, int]], epoch: int, batches: int
 ) -> float:
-    """The summed loss of ``pending`` (batch number, learning rate, loss, batch size) batches,
-    read back in one go; a :class:`TrainingError` names the first batch whose loss is NaN/inf."""
+    """The summed loss of ``pending`` (batch, lr, loss, size) batches, read back in one go;
+    a :class:`TrainingError` names the first batch whose loss is NaN/inf."""
     values = torch.stack([loss.float() for _, _, loss, _ in pending]).tolist()
     for (batch, lr, _, _), value in zip(pending, values, strict=True):
         if not math.isfinite(value):
@@ -402,9 +367,8 @@ def _read_losses(
 
 
 def _amp_dtype(device: torch.device, amp: bool | str) -> torch.dtype | None:
-    """The autocast dtype of ``fit(amp=...)``: a forced one on any device; with ``True`` on
-    CUDA bfloat16 where the hardware has it (compute capability >= 8.0), else float16 (T4,
-    V100: ``torch.cuda.is_bf16_supported()`` says True there, through slow emulation)."""
+    """The autocast dtype of ``fit(amp=...)``; with ``True``, bfloat16 on GPUs of compute
+    capability >= 8.0, else float16 (``is_bf16_supported()`` says True on a T4: emulated)."""
     if isinstance(amp, str):
         if amp not in _PRECISIONS:
             raise ValueError(f"amp={amp!r}: use True, False, 'float16' or 'bfloat16'")
@@ -416,7 +380,7 @@ def _amp_dtype(device: torch.device, amp: bool | str) -> torch.dtype | None:
 
 def _seed_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
     """Seed all an epoch draws from (shuffling, workers, augmentation, dropout) from ``(seed,
-    epoch)`` alone, as ``DistributedSampler.set_epoch`` does for shuffling."""
+    epoch)`` alone, as ``DistributedSampler.set_epoch`` does."""
     epoch_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
     random.seed(epoch_seed)
     np.random.seed(epoch_seed)
@@ -445,24 +409,9 @@ def _explained_interruptions(path: Path | None, epoch: int, resumable: bool) -> 
         ) from error
 
 
-def _result(history: list[dict[str, Any]], device: torch.device, setup: str) -> FitResult:
-    """The :class:`FitResult` of a finished history."""
-    best = history[best_epoch_of(history) - 1]
-    monitor = "val_balanced_accuracy" if best["val_loss"] is not None else "last_epoch"
-    return FitResult(
-        history=history,
-        best_epoch=best["epoch"],
-        best_metric=float(best["train_balanced_accuracy" if monitor == "last_epoch" else monitor]),
-        device=str(device),
-        seconds=float(sum(r["seconds"] for r in history)),
-        monitor=monitor,
-        setup=setup,
-    )
-
-
 def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch copied to ``device`` (without waiting, from pinned memory) and normalised there
-    (uint8 -> float32; a float batch is taken as normalised); channels-last on CUDA."""
+    """A batch copied to ``device`` (without waiting) and normalised there; channels-last on
+    CUDA."""
     images = images.to(device, non_blocking=True)
     if device.type == "cuda" and images.ndim == 4:
         images = images.contiguous(memory_format=torch.channels_last)  # still uint8: cheaper
@@ -471,13 +420,7 @@ def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 @torch.inference_mode()
 def _infer(
-    model: nn.Module,
-    loader: DataLoader,
-    amp_dtype: torch.dtype | None,
-    *,
-    tta: bool,
-    desc: str,
-    progress: bool,
+    model: nn.Module, loader: DataLoader, amp_dtype, *, tta: bool, desc: str, progress: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Float32 logits ``[N, C]`` and targets ``[N]`` on the CPU (model in eval mode); with
     ``tta`` the log of the mean softmax over the image and its two flips."""
@@ -499,12 +442,13 @@ def _infer(
 
 def _scores(targets: torch.Tensor, predictions: torch.Tensor, prefix: str) -> dict[str, float]:
     """``<prefix>_accuracy`` and ``<prefix>_balanced_accuracy`` as plain floats."""
+    y, p = targets.numpy(), predictions.numpy()
     with warnings.catch_warnings():  # a class predicted but absent from a small split is normal
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        balanced = balanced_accuracy_score(targets.numpy(), predictions.numpy())
+        balanced = float(balanced_accuracy_score(y, p))  # plain floats: checkpoints load them
     return {
-        f"{prefix}_accuracy": float(accuracy_score(targets.numpy(), predictions.numpy())),
-        f"{prefix}_balanced_accuracy": float(balanced),
+        f"{prefix}_accuracy": float(accuracy_score(y, p)),
+        f"{prefix}_balanced_accuracy": balanced,
     }
 
 
@@ -526,9 +470,7 @@ def _run_identity(
         digest.update(f"{name}:{len(dataset)}:".encode())
         digest.update("\n".join(map(str, getattr(dataset, "paths", []))).encode())
     keys = ("lr", "momentum", "betas", "weight_decay")
-    hyper = ", ".join(
-        f"{k}={step.optimizer.defaults[k]}" for k in keys if k in step.optimizer.defaults
-    )
+    hyper = ", ".join(f"{k}={v}" for k, v in step.optimizer.defaults.items() if k in keys)
     loss = getattr(step.loss_fn, "__name__", repr(step.loss_fn))  # a function, or a module
     weight = getattr(step.loss_fn, "weight", None)
     return {
@@ -544,85 +486,64 @@ def _run_identity(
     }
 
 
-def _resume(path: Path | None, run: dict[str, Any], step: _Step) -> tuple[list, dict | None]:
-    """Load the checkpoint at ``path`` (or the previous epoch's copy) into the run's objects;
-    returns ``(history, best_state)``, empty when there is no checkpoint yet."""
-    if path is None:
-        raise ValueError("resume=True needs checkpoint_path (the file to continue from)")
-    found = _resume_from(path)
-    if found is None:
-        tqdm.write(f"No checkpoint at {path} yet: training from the start")
-        return [], None
-    state, source = found
-    changed = [
-        f"{key}: {state['run'].get(key)!r} in the checkpoint, {value!r} now"
-        for key, value in run.items()
-        if state["run"].get(key) != value
-    ]
-    if changed:
-        raise CheckpointError(
-            f"cannot resume from {source}: it was written by a different run ("
-            f"{'; '.join(changed)}). Use the same settings, or {_START_OVER}."
-        )
-    try:
-        step.load_state_dict(state)
-    except (RuntimeError, ValueError) as error:
-        raise CheckpointError(
-            f"{source} holds the weights or optimiser of a different model or set of trained "
-            f"layers ({_brief(error)}); resume with the same model and options, or {_START_OVER}"
-        ) from error
-    tqdm.write(f"Resuming from {source}: {state['epoch']} of {run['epochs']} epochs done")
-    return state["history"], state["best_state"]
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a training checkpoint written by :func:`fit` (``torch.load`` with weights_only)."""
-    return _load_file(path, CHECKPOINT_KIND)
-
-
 def _previous_path(path: Path) -> Path:
     """Where the previous epoch's checkpoint is kept: ``checkpoint.previous.pt``."""
     return path.with_name(f"{path.stem}.previous{path.suffix}")
 
 
 def _write_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Save atomically, keeping the file it replaces as the previous epoch's copy: a Drive mount
-    that loses its connection can cut a file short after the rename."""
+    """Save atomically, keeping the file it replaces as the previous epoch's copy (a Drive mount
+    that loses its connection can cut a file short after the rename); epoch 1 drops an old copy."""
     previous = _previous_path(path)
     if state["epoch"] == 1:
         previous.unlink(missing_ok=True)
-    payload = {"lesionlib": CHECKPOINT_KIND, "version": _FORMAT_VERSION, **state}
+    payload = {"lesionlib": "checkpoint", "version": _FORMAT_VERSION, **state}
     _save_atomic(payload, path, keep=None if state["epoch"] == 1 else previous)
 
 
-def _resume_from(path: Path) -> tuple[dict[str, Any], Path] | None:
-    """The checkpoint to resume and its file: ``path``, or, when that is missing or unreadable,
-    the previous epoch's copy (with a warning; the damaged file becomes ``<path>.damaged``)."""
+def _resume(path: Path | None, run: dict[str, Any], step: _Step) -> tuple[list, dict | None]:
+    """Load the checkpoint at ``path`` into the run's objects and return ``(history,
+    best_state)``; when it is missing or damaged, the previous epoch's copy (with a warning)."""
+    if path is None:
+        raise ValueError("resume=True needs checkpoint_path (the file to continue from)")
     previous = _previous_path(path)
     try:
-        return load_checkpoint(path), path
+        state, source = load_checkpoint(path), path
     except (FileNotFoundError, CheckpointError) as error:
+        if not previous.is_file() and isinstance(error, FileNotFoundError):
+            tqdm.write(f"No checkpoint at {path} yet: training from the start")
+            return [], None
         if not previous.is_file():
-            if isinstance(error, FileNotFoundError):
-                return None
             raise
-        problem = error
-    try:
-        state = load_checkpoint(previous)
-    except CheckpointError as error:
+        try:
+            state, source = load_checkpoint(previous), previous
+        except CheckpointError as second:
+            raise CheckpointError(
+                f"cannot resume: neither {path} nor the previous epoch's copy {previous} can be "
+                f"read ({_brief(second)}); {_START_OVER}"
+            ) from second
+        if path.exists():
+            os.replace(path, path.with_name(path.name + ".damaged"))
+        warnings.warn(
+            f"{error} -- resuming from the previous epoch's copy {previous} (epoch "
+            f"{state['epoch']}) instead: at most one epoch is trained again",
+            stacklevel=3,
+        )
+    if changed := [f"{k}: {state['run'].get(k)!r} in the checkpoint, {v!r} now"
+                   for k, v in run.items() if state["run"].get(k) != v]:  # fmt: skip
         raise CheckpointError(
-            f"cannot resume: neither {path} nor the previous epoch's copy {previous} can be "
-            f"read ({_brief(error)}); {_START_OVER}"
+            f"cannot resume from {source}: it was written by a different run "
+            f"({'; '.join(changed)}). Use the same settings, or {_START_OVER}."
+        )
+    try:
+        step.load_state_dict(state)
+    except (RuntimeError, ValueError) as error:
+        raise CheckpointError(
+            f"{source} holds the weights or optimiser of a different model ({_brief(error)}); "
+            f"resume with the same model and options, or {_START_OVER}"
         ) from error
-    if path.exists():
-        os.replace(path, path.with_name(path.name + ".damaged"))
-    warnings.warn(
-        f"{problem} -- resuming from the previous epoch's copy {previous} (epoch "
-        f"{state['epoch']}) instead: at most one epoch is trained again",
-        UserWarning,
-        stacklevel=4,
-    )
-    return state, previous
+    tqdm.write(f"Resuming from {source}: {state['epoch']} of {run['epochs']} epochs done")
+    return state["history"], state["best_state"]
 
 
 def _save_atomic(payload: dict[str, Any], path: Path, keep: Path | None = None) -> None:
@@ -642,45 +563,48 @@ def _brief(error: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-_DAMAGED_FIX = {
-    CHECKPOINT_KIND: "train --resume / fit(resume=True) falls back to the previous epoch's copy "
-    "when there is one; else delete it and train again",
-    MODEL_KIND: "copy it again from where the run saved it, or train again",
-}
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a training checkpoint written by :func:`fit` (``torch.load`` with weights_only)."""
+    return _load_file(path, "checkpoint")
 
 
 def _load_file(path: str | Path, kind: str) -> dict[str, Any]:
-    """Load a lesionlib checkpoint/model file with ``weights_only=True``; clear errors."""
+    """A lesionlib ``kind`` ("checkpoint" or "model") file, loaded with ``weights_only=True``;
+    a missing, damaged, foreign or future file raises an error naming it and the fix."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such lesionlib {kind} file")
     with path.open("rb") as file:
-        head = file.read(len(_ZIP_MAGIC))
-    if not _ZIP_MAGIC.startswith(head):  # a file cut to a few bytes is truncated, not foreign
+        head = file.read(4)
+    if not b"PK\x03\x04".startswith(head):  # torch.save writes a zip; a cut file is not foreign
         raise CheckpointError(
-            f"{path} is not a lesionlib {kind} file: it is not a file written by torch.save (it "
-            f"starts with {head!r}); pass the {kind}.pt file that lesionlib wrote"
+            f"{path} is not a lesionlib {kind} file: it is not a file written by torch.save; "
+            f"pass the {kind}.pt file that lesionlib wrote"
         )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a damaged file fails in many ways (OSError, EOFError, KeyError..)
+        fix = "copy it again from where the run saved it, or train again"
+        if kind == "checkpoint":
+            fix = (
+                "resume falls back to the previous epoch's copy when there is one; else train again"
+            )
         raise CheckpointError(
             f"{path} cannot be read as a lesionlib {kind}: the file is truncated or corrupt "
-            f"({path.stat().st_size:,} bytes; a disconnect while it was written or synced can do "
-            f"this): {_DAMAGED_FIX[kind]}. (torch.load: {_brief(error, 160)})"
+            f"(a disconnect while it was written can do this): {fix}. ({_brief(error, 160)})"
         ) from error
-    if not isinstance(payload, dict) or payload.get("lesionlib") != kind:
-        found = payload.get("lesionlib") if isinstance(payload, dict) else None
+    found = payload.get("lesionlib") if isinstance(payload, dict) else None
+    if found != kind:
         hint = f" (it is a lesionlib {found} file)" if found else ""
         raise CheckpointError(
             f"{path} is not a lesionlib {kind} file{hint}; pass the {kind}.pt file that "
-            f"lesionlib wrote"
+            "lesionlib wrote"
         )
     if payload.get("version") != _FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has lesionlib file format version {payload.get('version')}; this lesionlib "
-            f"reads version {_FORMAT_VERSION}: use the lesionlib version that wrote it, or train "
-            "again with this one"
+            f"reads version {_FORMAT_VERSION}: use the lesionlib version that wrote it, or "
+            "train again"
         )
     return payload
 
@@ -690,8 +614,8 @@ def _load_file(path: str | Path, kind: str) -> dict[str, Any]:
 
 @dataclass
 class RunRecord:
-    """What a run was: enough to rebuild its network and test split, and to report it; in
-    saved models, the CLI's metrics.json and every notebook's results JSON."""
+    """What a run was: enough to rebuild its network and test split, and to report it (saved
+    with models, in the CLI's metrics.json and in every notebook's results JSON)."""
 
     model: str  # a models.MODEL_NAMES entry
     classes: list[str]
@@ -711,8 +635,8 @@ class RunRecord:
             json.dumps(asdict(self))
         except (TypeError, ValueError) as error:
             raise ValueError(
-                f"a RunRecord holds only JSON values (str, int, float, bool, None, lists, dicts), "
-                f"to be saved with the model: {error}; convert e.g. Paths with str()"
+                f"a RunRecord holds only JSON values (str, int, float, bool, None, lists, dicts) "
+                f"({error}); convert e.g. Paths with str()"
             ) from error
 
     def as_dict(self) -> dict[str, Any]:
@@ -720,8 +644,7 @@ class RunRecord:
         return asdict(self)
 
     def same_data(self, other: RunRecord) -> bool:
-        """Whether both runs used the same data folder, layout and split (so their test
-        numbers are comparable)."""
+        """Whether both runs used the same data folder, layout and split (comparable tests)."""
         split = ("layout", "seed", "val_fraction", "test_fraction")
         return Path(self.data).resolve() == Path(other.data).resolve() and all(
             getattr(self, key) == getattr(other, key) for key in split
@@ -737,8 +660,8 @@ class RunRecord:
 def save_model(path: str | Path, model: nn.Module, record: RunRecord) -> Path:
     """Save the weights and the run record for :func:`load_model` (atomically)."""
     path = Path(path)
-    payload = {"lesionlib": MODEL_KIND, "version": _FORMAT_VERSION}
-    _save_atomic({**payload, "model": _cpu_state(model), "run": record.as_dict()}, path)
+    payload = {"lesionlib": "model", "version": _FORMAT_VERSION, "run": record.as_dict()}
+    _save_atomic({**payload, "model": _cpu_state(model)}, path)
     return path
 
 
@@ -747,7 +670,7 @@ def load_model(
 ) -> tuple[nn.Module, RunRecord]:
     """Rebuild the network saved by :func:`save_model` on ``device`` (default: the best one), in
     eval mode; returns ``(model, record)``."""
-    payload = _load_file(path, MODEL_KIND)
+    payload = _load_file(path, "model")
     try:
         record = RunRecord.from_dict(payload["run"])
         model = build_model(
@@ -755,11 +678,9 @@ def load_model(
         )
         model.load_state_dict(payload["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        network = (payload.get("run") or {}).get("model", "?")
         raise CheckpointError(
-            f"{path}: the stored weights do not rebuild the {network!r} network its record "
-            f"names ({type(error).__name__}: {_brief(error)}); the file was edited, damaged "
-            "or written by another lesionlib version: train again, or use the lesionlib version "
-            "that wrote it"
+            f"{path}: the stored weights do not rebuild the {payload['run'].get('model')!r} "
+            f"network its record names ({_brief(error)}); the file was edited, damaged or "
+            "written by another lesionlib version: train again with this one"
         ) from error
     return model.to(get_device(device)).eval(), record

@@ -1,6 +1,5 @@
-"""Image pipelines (torchvision.transforms.v2): a uint8 3×H×W tensor or PIL RGB image in, an
-ImageNet-normalised float32 C×S×S out, or with ``normalize=False`` the uint8 pixels, which
-:func:`normalize` turns into the same floats later (e.g. on the GPU)."""
+"""Image pipelines (torchvision.transforms.v2): a uint8 3×H×W tensor or PIL image in, an
+ImageNet-normalised float32 C×S×S out (``normalize=False``: uint8, for :func:`normalize` later)."""
 
 from __future__ import annotations
 
@@ -19,19 +18,16 @@ crops plus affine warps, colour jitter, blur and sharpening."""
 
 
 def random_symmetry(image: torch.Tensor) -> torch.Tensor:
-    """One of the 8 symmetries of a square image (rotation by k·90°, mirrored or not), uniformly.
-
-    Dermoscopy has no canonical orientation, and right angles are exact: no interpolation blur
-    and no black corners for the network to learn (docs/benchmarks.md: one cheap step)."""
+    """One of the 8 symmetries of a square image (k·90° turns, mirrored or not), uniformly:
+    dermoscopy has no orientation, and right angles add no blur and no black corners."""
     k = int(torch.randint(8, ()))
     turned = torch.rot90(image, k % 4, dims=(-2, -1))
     return turned.flip(-1) if k >= 4 else turned
 
 
 def central_square(image: torch.Tensor) -> torch.Tensor:
-    """The largest centred square of a C×H×W image (a view). Training crops are taken inside it:
-    ``RandomResizedCrop`` cannot fit near-square 85 % crops of a 4:3 photo and falls back to one
-    fixed centre crop."""
+    """The largest centred square of a C×H×W image: ``RandomResizedCrop`` cannot fit
+    near-square 85 % crops of a 4:3 photo and would fall back to one fixed centre crop."""
     side = min(image.shape[-2:])
     return v2.functional.center_crop(image, [side, side])
 
@@ -68,10 +64,8 @@ def train_transform(image_size: int, augment: str = "basic", normalize: bool = T
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """ImageNet-normalised float32 of uint8 pixels (C×H×W or N×C×H×W), on their own device.
-
-    ``make_loaders`` hands over uint8 batches (4× smaller to pass and copy); ``fit`` and
-    ``predict`` call this after ``images.to(device)``. A float input counts as normalised."""
+    """ImageNet-normalised float32 of uint8 pixels (C×H×W or N×C×H×W) on their own device; a
+    float input counts as normalised already."""
     _check_shape(images, "normalize")
     if images.is_floating_point():
         return images
@@ -83,8 +77,8 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 
 @cache
 def _shift_and_scale(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """255 × the ImageNet mean and std (3×1×1) on ``device``, made once per device (outside
-    inference mode, so autograd may use them)."""
+    """255 × the ImageNet mean and std (3×1×1) on ``device``, made once, outside inference
+    mode (so autograd may use them)."""
     with torch.inference_mode(False):
         mean, std = (255 * torch.tensor(s).view(3, 1, 1) for s in (IMAGENET_MEAN, IMAGENET_STD))
         return mean.to(device), std.to(device)

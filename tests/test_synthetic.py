@@ -100,7 +100,7 @@ def test_imagefolder_sample(tmp_path: Path) -> None:
 
 def test_default_sample_is_written_once_and_atomically() -> None:
     path = default_sample()
-    assert path.parent == cache_dir() and path.name == "synthetic-isic2019-v1"
+    assert path.parent == cache_dir() and path.name == "synthetic-isic2019-v2"
     truth = path / "ISIC_2019_Training_GroundTruth.csv"
     stamp = truth.stat().st_mtime_ns
     assert default_sample() == path and truth.stat().st_mtime_ns == stamp
