@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-weights", action="store_true", help="class-weighted cross-entropy")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="of the cross-entropy")
     p.add_argument("--tta", action="store_true", help="evaluate with test-time flips")
+    p.add_argument("--ensemble", type=int, default=1, help="models (seeds) whose mean is scored")
     p.add_argument("--balanced-sampler", action="store_true", help="oversample rare classes")
     _add_split_args(p)
     p.add_argument("--seed", type=int, default=0)
@@ -96,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "is not used: each fold validates once)")  # fmt: skip
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on every image of a dataset")
-    e.add_argument("--checkpoint", type=Path, required=True)
+    several = "model file(s); several (an ensemble): their mean probabilities are scored"
+    e.add_argument("--checkpoint", type=Path, nargs="+", required=True, help=several)
     _add_data_args(e, required=False)
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--tta", action="store_true", help="test-time augmentation (flips)")
@@ -217,36 +220,28 @@ def _print_metrics(metrics: dict[str, Any], header: str) -> None:
         )
 
 
-def _fit_and_test(args: argparse.Namespace, table: Any, out: Path | None) -> tuple[dict, Any]:
-    """Train one model with the recipe of ``args`` on ``table``'s train split (keeping the best
-    epoch on its val split, if any) and evaluate it on its test split; returns the metrics (with
-    intervals, history and run record) and the model."""
+def _fit_one(args: argparse.Namespace, table: Any, seed: int, checkpoint: Path | None) -> tuple:
+    """Build the network, loaders, optimizer, schedule and loss of ``args`` and train with
+    ``seed``; returns ``(model, fit result, peak lr, loaders)``."""
     import torch
     from torch import nn
 
     from lesionlib.datasets import classes_of
-    from lesionlib.metrics import evaluate_predictions
     from lesionlib.models import build_model, count_parameters
-    from lesionlib.train import (
-        RunRecord,
-        class_weights_from,
-        fit,
-        get_device,
-        make_loaders,
-        predict,
-    )
+    from lesionlib.train import class_weights_from, fit, get_device, make_loaders, seed_everything
 
+    seed_everything(seed)
     classes = classes_of(table)
     device = get_device()
     pretrained = args.model != "simplecnn" and not args.no_pretrained
     model = build_model(args.model, len(classes), pretrained, args.freeze_backbone,
                         args.image_size).to(device)  # fmt: skip
     print(f"model {args.model}: {count_parameters(model):,} parameters, "
-          f"weights {model.pretrained_source}")  # fmt: skip
+          f"weights {model.pretrained_source}, seed {seed}")  # fmt: skip
     if args.compile:
         model.compile()  # in place: the weights keep their names
     loaders = make_loaders(table, args.image_size, args.batch_size, args.augment,
-                           args.balanced_sampler, args.num_workers, args.seed)  # fmt: skip
+                           args.balanced_sampler, args.num_workers, seed)  # fmt: skip
     # The recipe as PyTorch objects, as the notebooks build them.
     lr = args.lr if args.lr is not None else default_lr(args.optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -264,15 +259,50 @@ def _fit_and_test(args: argparse.Namespace, table: Any, out: Path | None) -> tup
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
     result = fit(model, loaders, optimizer, args.epochs, scheduler=scheduler, loss_fn=loss_fn,
                  grad_clip=args.grad_clip, amp=PRECISIONS[args.precision],
-                 checkpoint_path=out and out / "checkpoint.pt", resume=args.resume,
-                 seed=args.seed, progress=not args.quiet)  # fmt: skip
+                 checkpoint_path=checkpoint, resume=args.resume, seed=seed,
+                 progress=not args.quiet)  # fmt: skip
+    return model, result, lr, loaders
+
+
+def _fit_and_test(args: argparse.Namespace, table: Any, out: Path | None) -> tuple[dict, list]:
+    """Train ``--ensemble`` models (seeds seed, seed + 1, ...) with the recipe of ``args`` on
+    ``table``'s train split, each keeping its best epoch on the val split if there is one, and
+    evaluate their mean probabilities on the test split; returns the metrics (with intervals,
+    history and run record) and the models."""
+    import numpy as np
+
+    from lesionlib.datasets import classes_of
+    from lesionlib.metrics import HEADLINE, evaluate_predictions
+    from lesionlib.train import RunRecord, predict
+
+    names = [f"checkpoint{'' if k == 0 else f'-{k + 1}'}.pt" for k in range(args.ensemble)]
+    members = [_fit_one(args, table, args.seed + k, out and out / names[k]) for k in
+               range(args.ensemble)]  # fmt: skip
+    models = [model for model, *_ in members]
+    _, result, lr, loaders = members[0]
+    split = next(s for s in ("test", "val", "train") if s in loaders)  # fractions 0: train
+    groups = table.loc[table["split"] == split, "lesion_id"].to_numpy()
+    classes = classes_of(table)
+
+    def scores(tta: bool, how_many: int) -> tuple[np.ndarray, np.ndarray]:
+        probs = [predict(m, loaders[split], tta=tta) for m in models[:how_many]]
+        return np.mean([p for p, _ in probs], axis=0), probs[0][1]
+
+    metrics = evaluate_predictions(*scores(args.tta, len(models))[::-1], classes, groups=groups,
+                                   seed=args.seed)  # fmt: skip
+    # What each lever adds, measured on the same models: without the flips, with one model.
+    for key, tta, how_many in (("without_tta", False, len(models)), ("one_model", args.tta, 1)):
+        if (key == "without_tta" and args.tta) or (key == "one_model" and len(models) > 1):
+            plain = evaluate_predictions(*scores(tta, how_many)[::-1], classes, resamples=0)
+            metrics[key] = {m: plain[m] for m in HEADLINE}
     recipe = {key: getattr(args, key) for key in _RECIPE}
+    recipe.update(lr=lr, best_epoch=[r.best_epoch for _, r, *_ in members], device=result.device)
     counts = {str(k): int(v) for k, v in table.groupby("split", observed=True).size().items()}
     record = RunRecord(
         model=args.model,
         classes=classes,
         image_size=args.image_size,
-        weights=model.pretrained_source,
+        weights=models[0].pretrained_source,
         data=str(args.data),
         layout=args.layout,
         seed=args.seed,
@@ -280,27 +310,16 @@ def _fit_and_test(args: argparse.Namespace, table: Any, out: Path | None) -> tup
         test_fraction=args.test_fraction,
         split_sizes=counts,
         cache_size=args.cache_size,
-        recipe={**recipe, "lr": lr, "best_epoch": result.best_epoch, "device": result.device},
+        recipe=recipe,
     )
-    split = next(s for s in ("test", "val", "train") if s in loaders)  # fractions 0: train
-    groups = table.loc[table["split"] == split, "lesion_id"].to_numpy()
-    probs, targets = predict(model, loaders[split], tta=args.tta)
-    metrics = evaluate_predictions(targets, probs, classes, groups=groups, seed=args.seed)
-    if args.tta:  # what the flips add, measured on the same model
-        plain = evaluate_predictions(
-            targets, predict(model, loaders[split])[0], classes, resamples=0
-        )
-        metrics["without_tta"] = {
-            m: plain[m] for m in ("accuracy", "balanced_accuracy", "macro_auc")
-        }
     metrics.update(history=result.history, run=record.as_dict(), evaluated_on=split)
-    return metrics, model
+    return metrics, models
 
 
 _RECIPE = (
     ("epochs", "batch_size", "optimizer", "weight_decay", "scheduler", "grad_clip")
     + ("freeze_backbone", "augment", "class_weights", "label_smoothing", "balanced_sampler")
-    + ("tta", "compile", "precision")
+    + ("tta", "ensemble", "compile", "precision")
 )
 """The ``train`` options recorded as the run's recipe."""
 
@@ -308,19 +327,21 @@ _RECIPE = (
 def cmd_train(args: argparse.Namespace) -> int:
     """Train, keep the best epoch on the validation split, report on the held-out test split."""
     from lesionlib.datasets import split_table
-    from lesionlib.train import RunRecord, save_model, seed_everything
+    from lesionlib.train import RunRecord, save_model
 
-    seed_everything(args.seed)
     table = split_table(_table(args), args.val_fraction, args.test_fraction, seed=args.seed)
     counts = table.groupby("split", observed=True).size().to_dict()
     print(f"{len(table)} images, {table['label'].nunique()} classes, splits {counts}")
     args.out.mkdir(parents=True, exist_ok=True)
-    metrics, model = _fit_and_test(args, table, args.out)
-    save_model(args.out / "model.pt", model, RunRecord.from_dict(metrics["run"]))
+    metrics, models = _fit_and_test(args, table, args.out)
+    record = RunRecord.from_dict(metrics["run"])
+    paths = [args.out / f"model{'' if k == 0 else f'-{k + 1}'}.pt" for k in range(len(models))]
+    for path, model in zip(paths, models, strict=True):
+        save_model(path, model, record)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     best = metrics["run"]["recipe"]["best_epoch"]
     _print_metrics(metrics, f"Best epoch {best}; {metrics['evaluated_on']} split:")
-    print(f"wrote {args.out / 'model.pt'} and {args.out / 'metrics.json'}")
+    print(f"wrote {', '.join(map(str, paths))} and {args.out / 'metrics.json'}")
     return 0
 
 
@@ -333,7 +354,6 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
     from lesionlib.datasets import split_table
     from lesionlib.metrics import BINARY_HEADLINE, HEADLINE
-    from lesionlib.train import seed_everything
 
     table = split_table(_table(args), 0.0, args.test_fraction, seed=args.seed)
     table = table[table["split"] == "train"].reset_index(drop=True)
@@ -345,20 +365,21 @@ def cmd_cv(args: argparse.Namespace) -> int:
             f"fold {k}/{args.folds}: {len(table) - len(held)} images to train, {len(held)} to score"
         )
         fold_table = table.assign(split=np.where(table.index.isin(held), "test", "train"))
-        seed_everything(args.seed)
+        start = time.perf_counter()
         metrics, _ = _fit_and_test(args, fold_table, None)
         scores = {m: metrics[m] for m in HEADLINE}
         scores.update({m: metrics["binary"][m] for m in BINARY_HEADLINE if "binary" in metrics})
-        seconds = sum(r["seconds"] for r in metrics["history"])
-        plain = {f"{m}_without_tta": v for m, v in metrics.get("without_tta", {}).items()}
-        rows.append({"fold": k, "images": len(held), **scores, **plain, "seconds": round(seconds)})
+        seconds = time.perf_counter() - start  # training and scoring every model of the fold
+        levers = {f"{m}_{key}": v for key in ("without_tta", "one_model")
+                  for m, v in metrics.get(key, {}).items()}  # fmt: skip
+        rows.append({"fold": k, "images": len(held), **scores, **levers, "seconds": round(seconds)})
         print("  " + ", ".join(f"{m} {v:.3f}" for m, v in scores.items() if v is not None))
     summary = {m: _mean_sd([r[m] for r in rows]) for m in rows[0] if m not in ("fold", "images")}
     report = {"folds": rows, "mean_sd": summary, "run": metrics["run"], "command": sys.argv[1:]}
     (args.out / "cv.json").write_text(json.dumps(report, indent=2))
     print(f"{args.folds}-fold cross-validation, mean ± sd over folds:")
     for name, (mean, sd) in summary.items():
-        print(f"  {name:<18} {mean:.3f} ± {sd:.3f}")
+        print(f"  {name:<30} {mean:.3f} ± {sd:.3f}")
     print(f"wrote {args.out / 'cv.json'}")
     return 0
 
@@ -388,26 +409,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from lesionlib.train import load_model, predict
     from lesionlib.transforms import eval_transform
 
-    model, record = load_model(args.checkpoint)
+    models = [load_model(path) for path in args.checkpoint]
+    record = models[0][1]
+    if any(r.classes != record.classes or r.image_size != record.image_size for _, r in models):
+        raise SystemExit("error: the checkpoints differ in classes or image size: not one ensemble")
     if args.cache_size is None:  # read the images as the training run did
         args.cache_size = record.cache_size
     table = _table(args)
     unknown = sorted(set(classes_of(table)) - set(record.classes))
     if unknown:
         raise SystemExit(
-            f"error: {args.data} has classes {unknown} that the model in {args.checkpoint} "
+            f"error: {args.data} has classes {unknown} that the model in {args.checkpoint[0]} "
             f"was not trained on (it knows {record.classes})"
         )
     labels = pd.Categorical(table["label"].astype(str), categories=record.classes)
     table = table.assign(label=labels, target=labels.codes.astype("int64"))
     dataset = LesionDataset(table, eval_transform(record.image_size))
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
-    probs, targets = predict(model, loader, tta=args.tta)
+    outputs = [predict(model, loader, tta=args.tta) for model, _ in models]
+    probs, targets = sum(p for p, _ in outputs) / len(outputs), outputs[0][1]
     groups = table["lesion_id"].to_numpy()
     metrics = evaluate_predictions(targets, probs, record.classes, groups=groups)
     metrics["run"] = record.as_dict()
     metrics["evaluation"] = {
-        "checkpoint": str(args.checkpoint),
+        "checkpoint": [str(path) for path in args.checkpoint],
         "data": str(args.data),
         "cache_size": args.cache_size,
         "tta": args.tta,

@@ -15,6 +15,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 from matplotlib.axes import Axes
+from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 from sklearn.metrics import precision_recall_curve, roc_curve
@@ -62,11 +63,16 @@ def _percent(*axes: Any) -> None:
         axis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
 
 
-def _bars(ax: Axes, frame: pd.DataFrame, label: Callable[[Any, Any], str], padding=2) -> None:
-    """Write ``label(value, column)`` on each bar of ``frame``; nothing on a NaN (no bar)."""
-    for container, column in zip(ax.containers[-frame.shape[1] :], frame.columns, strict=True):
+def _bars(
+    ax: Axes, frame: pd.DataFrame, label: Callable[[Any, Any], str], padding=2, inside=False
+) -> None:
+    """Write ``label(value, column)`` on (or ``inside``) each bar of ``frame``; nothing on a
+    NaN (no bar)."""
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)][-frame.shape[1] :]
+    for container, column in zip(bars, frame.columns, strict=True):
         labels = ["" if pd.isna(v) else label(v, column) for v in frame[column]]
-        ax.bar_label(container, labels=labels, padding=padding, fontsize="small")
+        where = {"label_type": "center", "color": "white"} if inside else {"padding": padding}
+        ax.bar_label(container, labels=labels, fontsize="small", **where)
 
 
 def _to_numpy(values: Any) -> np.ndarray:
@@ -330,20 +336,26 @@ def plot_reliability(
 def plot_metric_comparison(
     frame: pd.DataFrame, x: str, metrics: Sequence[str] = ("accuracy", "balanced_accuracy")
 ) -> Figure:
-    """Grouped bars comparing runs: a group per value of column ``x``, a bar per metric (the
-    mean of repeated rows)."""
+    """Grouped bars comparing runs: a group per value of column ``x``, a bar per metric. Error
+    bars: the 95 % interval where the frame has ``<metric>_low``/``_high`` columns, else the
+    standard deviation of repeated rows (seeds, folds), whose mean the bar shows."""
     metrics = list(metrics)
     if missing := [c for c in (x, *metrics) if c not in frame.columns]:
         raise ValueError(f"columns {missing} are not in the frame; it has {list(frame.columns)}")
-    numbers = frame[metrics].apply(pd.to_numeric, errors="coerce")
-    wide = numbers.groupby(frame[x], sort=False).mean()
+    numbers = frame.apply(pd.to_numeric, errors="coerce").groupby(frame[x], sort=False)
+    wide = numbers[metrics].mean()
+    errors = numbers[metrics].std().to_numpy().T if numbers.size().max() > 1 else None
+    if {f"{m}_{end}" for m in metrics for end in ("low", "high")} <= set(frame.columns):
+        low = wide.to_numpy() - numbers[[f"{m}_low" for m in metrics]].mean().to_numpy()
+        high = numbers[[f"{m}_high" for m in metrics]].mean().to_numpy() - wide.to_numpy()
+        errors = np.stack([low.T, high.T], axis=1)  # (metrics, 2, groups): asymmetric
     wide.columns = [_metric_label(m) for m in metrics]
     wide.index = [textwrap.fill(str(v), 10, break_long_words=False) for v in wide.index]
     fraction = all(m in _FRACTIONS for m in metrics)
     width = min(10.0, max(5.5, 3.5 + 0.45 * wide.size))
     fig, ax = plt.subplots(figsize=(width, 3.5), layout="constrained")
-    wide.plot.bar(ax=ax, color=PALETTE[: wide.shape[1]], width=0.8)
-    _bars(ax, wide, lambda v, _: f"{v:.0%}" if fraction else f"{v:.3g}")
+    wide.plot.bar(ax=ax, color=PALETTE[: wide.shape[1]], width=0.8, yerr=errors, capsize=2)
+    _bars(ax, wide, lambda v, _: f"{v:.0%}" if fraction else f"{v:.3g}", inside=errors is not None)
     if fraction:
         ax.set_ylim(0, 1.08)
         _percent(ax.yaxis)

@@ -191,3 +191,24 @@ def test_train_refuses_an_unknown_optimizer_or_scheduler(capsys: pytest.CaptureF
             main(["train", *option])
         assert info.value.code == 2
         assert "invalid choice" in capsys.readouterr().err
+
+
+def test_an_ensemble_is_trained_saved_and_evaluated_as_the_mean_of_its_models(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "ens"
+    tiny = ["--epochs", "1", "--image-size", "32", "--augment", "none", "--num-workers", "0"]
+    assert main(["train", *tiny, "--ensemble", "2", "--quiet", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (
+        metrics["run"]["recipe"]["ensemble"] == 2
+        and len(metrics["run"]["recipe"]["best_epoch"]) == 2
+    )
+    assert set(metrics["one_model"]) == {"accuracy", "balanced_accuracy", "macro_auc"}
+    first, _ = load_model(out / "model.pt", "cpu")
+    second, _ = load_model(out / "model-2.pt", "cpu")  # another seed: other weights
+    assert not torch.equal(first.conv1.weight, second.conv1.weight)
+    report = tmp_path / "eval.json"
+    models = [str(out / "model.pt"), str(out / "model-2.pt")]
+    assert main(["evaluate", "--checkpoint", *models, "--out", str(report)]) == 0
+    assert json.loads(report.read_text())["evaluation"]["checkpoint"] == models

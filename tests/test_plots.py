@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import to_hex, to_rgba  # noqa: E402
+from matplotlib.container import BarContainer  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
 
@@ -387,7 +388,12 @@ def test_metric_comparison_labels_only_the_values_it_has():
 def test_metric_comparison_averages_repeated_runs_and_names_missing_columns():
     frame = pd.concat([RUNS, RUNS.assign(accuracy=[0.70, 0.64, 0.61])])
     ax = plots.plot_metric_comparison(frame, x="setting").axes[0]
-    assert _heights(ax.containers[0]) == pytest.approx([0.75, 0.69, 0.66])
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert _heights(bars[0]) == pytest.approx([0.75, 0.69, 0.66])
+    # error bars: the standard deviation of the repeats (0 for the unchanged balanced accuracy)
+    spans = [np.ptp(seg[:, 1]) for seg in bars[0].errorbar.lines[2][0].get_segments()]
+    assert spans == pytest.approx([2 * np.std([0.8, 0.7], ddof=1)] * 3)
+    assert not any(np.ptp(s[:, 1]) for s in bars[1].errorbar.lines[2][0].get_segments())
     with pytest.raises(ValueError, match="auc"):
         plots.plot_metric_comparison(RUNS, x="setting", metrics=("auc",))
 
@@ -406,3 +412,12 @@ def test_real_ham10000_distribution_and_grid(real_data: Path):
     assert len(grid.axes) == len(codes)
     assert all(len(a.images) == 1 for a in grid.axes)
     assert max(grid.axes[0].images[0].get_array().shape[:2]) == 128
+
+
+def test_metric_comparison_draws_95_percent_intervals_from_low_high_columns():
+    frame = RUNS.assign(accuracy_low=[0.7, 0.7, 0.6], accuracy_high=[0.9, 0.8, 0.75])
+    frame = frame.assign(balanced_accuracy_low=0.3, balanced_accuracy_high=0.7)
+    ax = plots.plot_metric_comparison(frame, x="setting").axes[0]
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    ends = [y for seg in bars[0].errorbar.lines[2][0].get_segments() for y in seg[:, 1]]
+    assert ends == pytest.approx([0.7, 0.9, 0.7, 0.8, 0.6, 0.75])
