@@ -350,16 +350,21 @@ def plot_metric_comparison(
         high = numbers[[f"{m}_high" for m in metrics]].mean().to_numpy() - wide.to_numpy()
         errors = np.stack([low.T, high.T], axis=1)  # (metrics, 2, groups): asymmetric
     wide.columns = [_metric_label(m) for m in metrics]
-    wide.index = [textwrap.fill(str(v), 10, break_long_words=False) for v in wide.index]
+    many = len(wide) > 10  # then labels slanted and no numbers on the bars: they would collide
+    if not many:
+        wide.index = [textwrap.fill(str(v), 10, break_long_words=False) for v in wide.index]
     fraction = all(m in _FRACTIONS for m in metrics)
-    width = min(10.0, max(5.5, 3.5 + 0.45 * wide.size))
-    fig, ax = plt.subplots(figsize=(width, 3.5), layout="constrained")
+    width = min(16.0, max(5.5, 3.5 + 0.45 * wide.size))
+    fig, ax = plt.subplots(figsize=(width, 6 if many else 3.5), layout="constrained")
     wide.plot.bar(ax=ax, color=PALETTE[: wide.shape[1]], width=0.8, yerr=errors, capsize=2)
-    _bars(ax, wide, lambda v, _: f"{v:.0%}" if fraction else f"{v:.3g}", inside=errors is not None)
+    if not many:
+        _bars(
+            ax, wide, lambda v, _: f"{v:.0%}" if fraction else f"{v:.3g}", inside=errors is not None
+        )
     if fraction:
         ax.set_ylim(0, 1.08)
         _percent(ax.yaxis)
-    ax.tick_params(axis="x", labelrotation=0)
+    plt.setp(ax.get_xticklabels(), rotation=35 if many else 0, ha="right" if many else "center")
     ax.set_xlabel(x.replace("_", " ").capitalize())
     ax.set_ylabel(_metric_label(metrics[0]) if len(metrics) == 1 else "Score")
     ax.legend(title="Metric", fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
