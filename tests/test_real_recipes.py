@@ -49,3 +49,23 @@ def test_simplecnn_beats_chance_on_real_held_out_split_and_evaluates(
     assert set(evaluated["per_class"]) == {"benign", "malignant"}
     assert sum(map(sum, evaluated["confusion_matrix"])) == 1000  # every image of the folder
     assert 0.5 < evaluated["macro_auc"] <= 1.0
+    low, high = metrics["ci95"]["balanced_accuracy"]  # the interval holds the test figure
+    assert low <= metrics["balanced_accuracy"] <= high and high - low > 0.05  # 143 images
+
+
+def test_cv_folds_partition_the_real_non_test_images_by_lesion(
+    real_data: Path, tmp_path: Path
+) -> None:
+    root = real_data / "ham10000-dev"
+    out = tmp_path / "cv"
+    args = ["cv", "--data", str(root), "--layout", "ham10000", "--model", "simplecnn"]
+    args += ["--image-size", "32", "--epochs", "1", "--folds", "3", "--class-weights"]
+    assert cli.main([*args, "--num-workers", "0", "--quiet", "--out", str(out)]) == 0
+    report = json.loads((out / "cv.json").read_text())
+    scored = [fold["images"] for fold in report["folds"]]
+    assert sum(scored) == 2994 - 428  # every image outside the test split (seed 0), scored once
+    assert max(scored) - min(scored) <= 0.05 * sum(scored) / 3  # folds of about equal size
+    for fold in report["folds"]:
+        assert 1 / 7 < fold["balanced_accuracy"] and 0.5 < fold["macro_auc"] <= 1.0
+    mean, sd = report["mean_sd"]["macro_auc"]
+    assert sd > 0 and 0.5 < mean <= 1.0
