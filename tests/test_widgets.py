@@ -32,7 +32,7 @@ class LiveNotebook:
         nb.cells = nb.cells[: last + 1]
         self.nb = nb
         self.client = nbclient.NotebookClient(
-            nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+            nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
         )
 
     def run_notebook(self) -> None:
@@ -164,28 +164,26 @@ def upload_fixture(demo_nb: LiveNotebook, index: int, fmt: str) -> int:
     return int(demo_nb.run(f"import base64\nraw = base64.b64decode('{data}')\nprint(len(classes))"))
 
 
-def fire_upload(demo_nb: LiveNotebook, value_code: str, native_major: int) -> None:
-    """Set ``upload.value`` where this ipywidgets uses this format (its observer fires), else
-    hand the value to the observer as a change of the other version would."""
-    demo_nb.run(
-        "import ipywidgets\n"
-        f"value = {value_code}\n"
-        f"if int(ipywidgets.__version__.split('.')[0]) == {native_major}:\n"
-        "    upload.value = value\n"
-        "else:\n"
-        "    on_upload({'name': 'value', 'old': upload.value, 'new': value, 'owner': upload})"
-    )
+# What a browser upload does to the widget, per ipywidgets version. Where the kernel has the other
+# version, the test hands that version's value to the observer, as that version's widget would.
+NATIVE_UPLOAD = """
+import ipywidgets
+if int(ipywidgets.__version__.split(".")[0]) == {major}:
+    {native}
+else:
+    on_upload({{"name": "value", "old": upload.value, "new": value, "owner": upload}})
+"""
 
 
 def test_demo_predicts_an_upload_in_the_ipywidgets_8_format(demo_nb) -> None:
     before = single_picture(demo_nb.shown_in("demo")[1])
     n_classes = upload_fixture(demo_nb, 2, "JPEG")
-    # ipywidgets 8: a tuple of dicts, the bytes as a memoryview
-    fire_upload(
-        demo_nb,
-        "({'name': 'my lesion.jpg', 'type': 'image/jpeg', 'size': len(raw), 'content': "
-        "memoryview(raw), 'last_modified': __import__('datetime').datetime(2025, 1, 1)},)",
-        native_major=8,
+    # ipywidgets 8: a tuple of dicts, the bytes as a memoryview; the browser sets value
+    demo_nb.run(
+        "import datetime\n"
+        "value = ({'name': 'my lesion.jpg', 'type': 'image/jpeg', 'size': len(raw), "
+        "'content': memoryview(raw), 'last_modified': datetime.datetime(2025, 1, 1)},)"
+        + NATIVE_UPLOAD.format(major=8, native="upload.value = value")
     )
     text, pngs = demo_nb.shown_in("demo")
     check_prediction(text, "uploaded: my lesion.jpg", n_classes)
@@ -195,12 +193,15 @@ def test_demo_predicts_an_upload_in_the_ipywidgets_8_format(demo_nb) -> None:
 def test_demo_predicts_an_upload_in_the_ipywidgets_7_format(demo_nb) -> None:
     before = single_picture(demo_nb.shown_in("demo")[1])
     n_classes = upload_fixture(demo_nb, 3, "PNG")
-    # ipywidgets 7: a dict name -> {"metadata": {...}, "content": bytes}
-    fire_upload(
-        demo_nb,
-        "{'mole.png': {'metadata': {'name': 'mole.png', 'type': 'image/png', 'size': len(raw), "
-        "'lastModified': 0}, 'content': raw}}",
-        native_major=7,
+    # ipywidgets 7: a dict name -> {"metadata": {...}, "content": bytes}; value is read-only, the
+    # browser sets metadata and data and counts up _counter, which rebuilds value
+    demo_nb.run(
+        "meta = {'name': 'mole.png', 'type': 'image/png', 'size': len(raw), 'lastModified': 0}\n"
+        "value = {'mole.png': {'metadata': meta, 'content': raw}}"
+        + NATIVE_UPLOAD.format(
+            major=7,
+            native="upload.metadata, upload.data = [meta], [raw]\n    upload._counter += 1",
+        )
     )
     text, pngs = demo_nb.shown_in("demo")
     check_prediction(text, "uploaded: mole.png", n_classes)
