@@ -200,7 +200,7 @@ def plot_confusion_matrix(
             f"{list(classes)}; pass evaluate_predictions(...)['confusion_matrix'] and its 'classes'"
         )
     counts = pd.DataFrame(np.asarray(cm), index=list(classes), columns=list(classes))
-    side = max(3.0, 0.45 * len(classes) + 1.2)
+    side = max(3.0, 0.55 * len(classes) + 1.2)  # room for "100%" in every cell
     fig, axes = _grid(1, 1 + both, ((1 + both) * (side + 1.3), side))  # + the colour bar
     panels = [(False, "Counts"), (True, "Row-normalised (recall)")] if both else [(True, None)]
     for ax, (norm, panel_title) in zip(axes[0], panels, strict=True):
@@ -209,7 +209,7 @@ def plot_confusion_matrix(
         sns.heatmap(
             values, ax=ax, annot=True, fmt=".0%" if norm else "g", cmap="Blues", vmin=0,
             vmax=1.0 if norm else None, square=True, linewidths=0.5, linecolor="white",
-            cbar_kws=bar,
+            cbar_kws=bar, annot_kws={"fontsize": "small"},
         )  # fmt: skip
         if norm:
             _percent(ax.collections[0].colorbar.ax.yaxis)
