@@ -452,14 +452,19 @@ def split_warnings(
 
 
 def limit_train(table: pd.DataFrame, max_images: int | None, seed: int = 0) -> pd.DataFrame:
-    """A stratified random subset of about ``max_images`` training rows, the other splits whole
-    (so their scores stay comparable with a full run); ``None`` keeps everything."""
+    """A stratified random subset of about ``max_images`` training rows, at least one per class,
+    the other splits whole (so their scores stay comparable with a full run); ``None`` keeps
+    everything."""
     if "split" not in table.columns:
         raise ValueError("limit_train needs a 'split' column: call split_table(table) first")
     train = table[table["split"] == "train"]
     if max_images is None or max_images >= len(train):
         return table
-    kept = train.groupby("target").sample(frac=max_images / len(train), random_state=seed)
+    share = max_images / len(train)
+    kept = pd.concat(
+        rows.sample(max(1, round(share * len(rows))), random_state=seed)
+        for _, rows in train.groupby("target")
+    )
     return pd.concat([kept, table[table["split"] != "train"]]).sort_index()
 
 
