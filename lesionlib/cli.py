@@ -275,25 +275,24 @@ def _fit_and_test(args: argparse.Namespace, table: Any, out: Path | None) -> tup
     from lesionlib.metrics import HEADLINE, evaluate_predictions
     from lesionlib.train import RunRecord, predict
 
-    names = [f"checkpoint{'' if k == 0 else f'-{k + 1}'}.pt" for k in range(args.ensemble)]
-    members = [_fit_one(args, table, args.seed + k, out and out / names[k]) for k in
-               range(args.ensemble)]  # fmt: skip
+    members = [_fit_one(args, table, args.seed + k, out and out / _member_file("checkpoint", k))
+               for k in range(args.ensemble)]  # fmt: skip
     models = [model for model, *_ in members]
     _, result, lr, loaders = members[0]
     split = next(s for s in ("test", "val", "train") if s in loaders)  # fractions 0: train
     groups = table.loc[table["split"] == split, "lesion_id"].to_numpy()
     classes = classes_of(table)
 
-    def scores(tta: bool, how_many: int) -> tuple[np.ndarray, np.ndarray]:
-        probs = [predict(m, loaders[split], tta=tta) for m in models[:how_many]]
-        return np.mean([p for p, _ in probs], axis=0), probs[0][1]
-
-    metrics = evaluate_predictions(*scores(args.tta, len(models))[::-1], classes, groups=groups,
+    outputs = [predict(model, loaders[split], tta=args.tta) for model in models]
+    probs, targets = [p for p, _ in outputs], outputs[0][1]
+    metrics = evaluate_predictions(targets, np.mean(probs, axis=0), classes, groups=groups,
                                    seed=args.seed)  # fmt: skip
     # What each lever adds, measured on the same models: without the flips, with one model.
-    for key, tta, how_many in (("without_tta", False, len(models)), ("one_model", args.tta, 1)):
-        if (key == "without_tta" and args.tta) or (key == "one_model" and len(models) > 1):
-            plain = evaluate_predictions(*scores(tta, how_many)[::-1], classes, resamples=0)
+    plain_probs = [predict(model, loaders[split])[0] for model in models] if args.tta else None
+    levers = {"without_tta": plain_probs, "one_model": probs[:1] if len(models) > 1 else None}
+    for key, chosen in levers.items():
+        if chosen is not None:
+            plain = evaluate_predictions(targets, np.mean(chosen, axis=0), classes, resamples=0)
             metrics[key] = {m: plain[m] for m in HEADLINE}
     recipe = {key: getattr(args, key) for key in _RECIPE}
     recipe.update(lr=lr, best_epoch=[r.best_epoch for _, r, *_ in members], device=result.device)
@@ -316,6 +315,11 @@ def _fit_and_test(args: argparse.Namespace, table: Any, out: Path | None) -> tup
     return metrics, models
 
 
+def _member_file(stem: str, k: int) -> str:
+    """The file of an ensemble's ``k``-th model: ``model.pt``, ``model-2.pt``, ..."""
+    return f"{stem}{'' if k == 0 else f'-{k + 1}'}.pt"
+
+
 _RECIPE = (
     ("epochs", "batch_size", "optimizer", "weight_decay", "scheduler", "grad_clip")
     + ("freeze_backbone", "augment", "class_weights", "label_smoothing", "balanced_sampler")
@@ -335,7 +339,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     metrics, models = _fit_and_test(args, table, args.out)
     record = RunRecord.from_dict(metrics["run"])
-    paths = [args.out / f"model{'' if k == 0 else f'-{k + 1}'}.pt" for k in range(len(models))]
+    paths = [args.out / _member_file("model", k) for k in range(len(models))]
     for path, model in zip(paths, models, strict=True):
         save_model(path, model, record)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
