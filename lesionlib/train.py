@@ -1,8 +1,7 @@
 """Loaders, the training loop, prediction, checkpoints and saved models.
 
-``fit`` trains with the optimizer, scheduler and loss the caller builds, keeps the epoch with the
-best validation balanced accuracy and checkpoints every epoch. Each epoch is seeded from ``(seed,
-epoch)``, so a run killed after any epoch and resumed gives the same history as one never stopped.
+Each epoch of ``fit`` is seeded from ``(seed, epoch)``, so a run killed after any epoch and resumed
+gives the same history as one never stopped.
 """
 
 from __future__ import annotations
@@ -116,9 +115,7 @@ def make_loaders(
     order. Batches hold uint8 pixels, a quarter of float32's bytes: ``fit``/``predict`` normalise
     them on the device (your own loop: ``transforms.normalize(images.to(device))``)."""
     if "split" not in table.columns or table["split"].dropna().empty:
-        raise ValueError(
-            "the table has no split: add one with lesionlib.datasets.split_table(table)"
-        )
+        raise ValueError("the table has no split: add one with datasets.split_table(table)")
     if num_workers is None:
         num_workers = 0 if smoke_mode() else min(os.cpu_count() or 1, 8)
     order = {split: i for i, split in enumerate(SPLITS)}
@@ -127,11 +124,10 @@ def make_loaders(
     for split in splits:
         part = table[table["split"] == split].reset_index(drop=True)
         training = split == "train"
-        transform = (
-            train_transform(image_size, augment, normalize=False)
-            if training
-            else eval_transform(image_size, normalize=False)
-        )
+        if training:
+            transform = train_transform(image_size, augment, normalize=False)
+        else:
+            transform = eval_transform(image_size, normalize=False)
         generator = torch.Generator().manual_seed(seed)
         sampler = None
         if training and balanced_sampler:
@@ -344,8 +340,8 @@ class _Step:
         """val_loss (the training loss function), val_accuracy, val_balanced_accuracy."""
         if loader is None:
             return {"val_loss": None, "val_accuracy": None, "val_balanced_accuracy": None}
-        logits, targets = _infer(self.model, loader, self.amp_dtype, tta=False,
-                                 desc=f"epoch {epoch} val", progress=progress)  # fmt: skip
+        desc = f"epoch {epoch} val"
+        logits, targets = _infer(self.model, loader, self.amp_dtype, desc=desc, progress=progress)
         loss = self.loss_fn(logits.to(self.device), targets.to(self.device)).item()
         return {"val_loss": loss, **_scores(targets, logits.argmax(1), "val")}
 
@@ -410,8 +406,7 @@ def _explained_interruptions(path: Path | None, epoch: int, resumable: bool) -> 
 
 
 def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch copied to ``device`` (without waiting) and normalised there; channels-last on
-    CUDA."""
+    """A batch copied to ``device`` (without waiting), normalised there; channels-last on CUDA."""
     images = images.to(device, non_blocking=True)
     if device.type == "cuda" and images.ndim == 4:
         images = images.contiguous(memory_format=torch.channels_last)  # still uint8: cheaper
@@ -420,7 +415,7 @@ def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 @torch.inference_mode()
 def _infer(
-    model: nn.Module, loader: DataLoader, amp_dtype, *, tta: bool, desc: str, progress: bool
+    model: nn.Module, loader: DataLoader, amp_dtype, *, desc: str, progress: bool, tta: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Float32 logits ``[N, C]`` and targets ``[N]`` on the CPU (model in eval mode); with
     ``tta`` the log of the mean softmax over the image and its two flips."""
@@ -529,11 +524,12 @@ def _resume(path: Path | None, run: dict[str, Any], step: _Step) -> tuple[list, 
             f"{state['epoch']}) instead: at most one epoch is trained again",
             stacklevel=3,
         )
-    if changed := [f"{k}: {state['run'].get(k)!r} in the checkpoint, {v!r} now"
-                   for k, v in run.items() if state["run"].get(k) != v]:  # fmt: skip
+    saved = state["run"]
+    if changed := [k for k in run if saved.get(k) != run[k]]:
+        was = "; ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {run[k]!r} now" for k in changed)
         raise CheckpointError(
-            f"cannot resume from {source}: it was written by a different run "
-            f"({'; '.join(changed)}). Use the same settings, or {_START_OVER}."
+            f"cannot resume from {source}: it was written by a different run ({was}). "
+            f"Use the same settings, or {_START_OVER}."
         )
     try:
         step.load_state_dict(state)
@@ -569,42 +565,34 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _load_file(path: str | Path, kind: str) -> dict[str, Any]:
-    """A lesionlib ``kind`` ("checkpoint" or "model") file, loaded with ``weights_only=True``;
-    a missing, damaged, foreign or future file raises an error naming it and the fix."""
+    """A lesionlib ``kind`` file, loaded weights-only; errors name the file at fault and the fix."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such lesionlib {kind} file")
+    foreign = f"{path} is not a lesionlib {kind} file"
+    fix = f"pass the {kind}.pt file that lesionlib wrote"
     with path.open("rb") as file:
         head = file.read(4)
     if not b"PK\x03\x04".startswith(head):  # torch.save writes a zip; a cut file is not foreign
-        raise CheckpointError(
-            f"{path} is not a lesionlib {kind} file: it is not a file written by torch.save; "
-            f"pass the {kind}.pt file that lesionlib wrote"
-        )
+        raise CheckpointError(f"{foreign}: it is not a file written by torch.save; {fix}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a damaged file fails in many ways (OSError, EOFError, KeyError..)
-        fix = "copy it again from where the run saved it, or train again"
+        again = "copy it again from where the run saved it, or train again"
         if kind == "checkpoint":
-            fix = (
-                "resume falls back to the previous epoch's copy when there is one; else train again"
-            )
+            again = "resume falls back to the previous epoch's copy if any, else train again"
         raise CheckpointError(
             f"{path} cannot be read as a lesionlib {kind}: the file is truncated or corrupt "
-            f"(a disconnect while it was written can do this): {fix}. ({_brief(error, 160)})"
+            f"(a disconnect while it was written can do this): {again}. ({_brief(error, 160)})"
         ) from error
     found = payload.get("lesionlib") if isinstance(payload, dict) else None
     if found != kind:
         hint = f" (it is a lesionlib {found} file)" if found else ""
-        raise CheckpointError(
-            f"{path} is not a lesionlib {kind} file{hint}; pass the {kind}.pt file that "
-            "lesionlib wrote"
-        )
+        raise CheckpointError(f"{foreign}{hint}; {fix}")
     if payload.get("version") != _FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has lesionlib file format version {payload.get('version')}; this lesionlib "
-            f"reads version {_FORMAT_VERSION}: use the lesionlib version that wrote it, or "
-            "train again"
+            f"reads version {_FORMAT_VERSION}: use the lesionlib that wrote it, or train again"
         )
     return payload
 
