@@ -1,8 +1,6 @@
 """Resize once, train many times: downsized JPEG copies of a table's images (decoding full-size
 originals every epoch starves the GPU; docs/benchmarks.md)."""
 
-from __future__ import annotations
-
 import hashlib
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -36,8 +34,7 @@ def _cache_key(path: str) -> str:
         stat = source.stat()
     except OSError as exc:
         raise DatasetError(
-            f"Cannot cache {source}: {exc.strerror or exc}. Fix the path in the table, or read "
-            "the data with missing='drop' to leave absent images out."
+            f"Cannot cache {source}: {exc.strerror or exc}. Fix the path, or pass missing='drop'."
         ) from exc
     text = f"{source}\0{stat.st_size}\0{stat.st_mtime_ns}\0{QUALITY}"
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
@@ -51,8 +48,7 @@ def _write_copy(job: tuple[str, str, int]) -> None:
         load_resized(source, size).save(temp, format="JPEG", quality=QUALITY)
         os.replace(temp, target)
     finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+        Path(temp).unlink(missing_ok=True)
 
 
 def prepare_cache(

@@ -1,8 +1,6 @@
 """Official dataset downloads: resumed (HTTP Range), retried, verified (SHA-256), safely extracted:
 what torchvision's ``download_url``/``extract_archive`` do not do."""
 
-from __future__ import annotations
-
 import errno
 import hashlib
 import http.client
@@ -34,8 +32,7 @@ class ManualDownloadRequired(DownloadError):
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """A file at ``base_url + name`` (``base_url`` None: no direct link); ``size`` and ``sha256``
-    None when unknown. A ``.zip`` is extracted into the dataset's folder."""
+    """A file at ``base_url + name`` (None: no direct link); a ``.zip`` is extracted."""
 
     name: str
     base_url: str | None
@@ -47,8 +44,6 @@ ISIC_BUCKET = "https://isic-challenge-data.s3.amazonaws.com/"
 _2019, _2016 = ISIC_BUCKET + "2019/", ISIC_BUCKET + "2016/"
 _GT2016_SHA = "0ffadd63b7cec650cddfbe5df54d1d3167453fe6004c2bbf05824184b0c4d405"
 
-# Sizes and hashes only where checked against the official file; the others are recorded on first
-# download (``<file>.sha256``) and verified afterwards.
 DATASETS: dict[str, list[RemoteFile]] = {
     "isic2019": [
         RemoteFile("ISIC_2019_Training_Input.zip", _2019),
@@ -67,7 +62,8 @@ DATASETS: dict[str, list[RemoteFile]] = {
         RemoteFile("HAM10000_metadata.csv", None),
     ],
 }
-"""Dataset name -> its files. Extracted layouts match :mod:`lesionlib.datasets`' readers."""
+"""Dataset name -> its files, extracted as :mod:`lesionlib.datasets`' readers expect. Size and hash
+only where checked against the official file; the others' are recorded at download."""
 
 _ISIC_HELP = "Current links: https://challenge.isic-archive.com/data/#{}, or the ISIC command-line "
 _ISIC_HELP += "tool: pip install isic-cli (see data/README.md)."
@@ -147,15 +143,10 @@ def _verify(
         return
     else:
         source = "the known hash" if sha256 else f"the hash recorded at download ({record})"
-        problem = (
-            f"does not match {source}:\n  expected sha256 {expected}\n  actual   sha256 {actual}"
-        )
+        problem = f"does not match {source}:\n  expected {expected}\n  actual   {actual}"
     if url:
         path.unlink()
-        fix = (
-            f"The download from {url} was deleted (nothing was written to {dest}). Run again; if "
-            "it fails again, the file on the server differs from the one lesionlib knows."
-        )
+        fix = f"The download was deleted: run again. If it fails again, {url} serves another file."
     else:
         fix = f"Delete it (and {record.name} if present) and run again to download it afresh."
     raise DownloadError(f"{dest} {problem}\nIt is incomplete, corrupt or another version. {fix}")
@@ -167,8 +158,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _fetch(url: str, dest: Path, size: int | None, timeout: float, progress: bool) -> None:
-    """One attempt: append to ``dest.part`` from its current size (HTTP Range), or restart;
-    room for the rest is checked first. Network errors propagate."""
+    """One attempt: append to ``dest.part`` (HTTP Range) or restart, once there is room for it."""
     part = dest.with_name(dest.name + ".part")
     offset = kept = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": f"lesionlib/{__version__}"}
@@ -224,9 +214,8 @@ def download_file(
     timeout: float = 60,
     progress: bool = True,
 ) -> Path:
-    """Download ``url`` to ``dest`` through ``dest.part`` (resumed with HTTP Range), retrying
-    network errors and 5xx ``retries`` times, ``backoff * 2**attempt`` s apart, then verify it;
-    a file already at ``dest`` is only verified."""
+    """Download ``url`` to ``dest`` via ``dest.part`` (resumed), retrying network errors and 5xx
+    ``backoff * 2**attempt`` s apart, then verify it; an existing ``dest`` is only verified."""
     dest = Path(dest).expanduser()
     if dest.exists():
         _verify(dest, sha256, size, progress)
@@ -242,23 +231,18 @@ def download_file(
             _fetch(url, dest, size, timeout, progress)
             break
         except (OSError, http.client.HTTPException) as exc:  # HTTPError is an OSError
-            if isinstance(exc, HTTPError) and exc.code < 500 and exc.code not in (408, 429):
-                why = (
-                    f": HTTP {exc.code} {exc.reason}. The server refused the file, so retrying "
-                    "will not help (the link may have moved)"
-                )
-            elif attempt == retries:
-                why = f" after {retries + 1} attempts: {exc}"
-            else:
+            refused = isinstance(exc, HTTPError) and exc.code < 500 and exc.code not in (408, 429)
+            if not refused and attempt < retries:
                 delay = backoff * 2**attempt
                 if progress:
                     tqdm.write(f"{dest.name}: {exc}; retrying in {delay:g} s")
                 time.sleep(delay)
                 continue
+            why = "not retried: the link may have moved" if refused else f"{attempt + 1} attempts"
             kept = f"The partial file {part} was kept: run again to resume, or\n"
             raise DownloadError(
-                f"Downloading {url} failed{why}.\n{kept if part.exists() else ''}Download it by "
-                f"hand and put it at {dest}, then run again (the file will be verified):\n"
+                f"Downloading {url} failed ({why}): {exc}.\n{kept if part.exists() else ''}"
+                f"Download it by hand and put it at {dest}, then run again (it will be verified):\n"
                 f"  curl -L -C - -o '{dest}' '{url}'"
             ) from exc
     _verify(dest, sha256, size, progress, url)
@@ -277,7 +261,7 @@ def _unsafe(info: zipfile.ZipInfo) -> str | None:
 
 def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
     """Extract a zip into ``target`` and return its files; nothing is written if a member is
-    absolute, has ``..``, is a symlink, or the disk lacks room. A marker written last makes a
+    absolute, has ``..`` or is a symlink, or the disk lacks room. A marker written last makes a
     second call a no-op (a killed one is redone)."""
     archive, target = Path(archive), Path(target)
     marker = target / f".extracted-{archive.name}"
@@ -290,9 +274,8 @@ def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
             for info in infos:
                 if reason := _unsafe(info):
                     raise DownloadError(
-                        f"Refusing to extract {archive}: member {info.filename!r} has {reason}, "
-                        "so it is not a genuine dataset archive. Nothing was extracted; delete it "
-                        "and download it from the official source."
+                        f"Refusing to extract {archive}: member {info.filename!r} has {reason}. "
+                        "Nothing was extracted; delete it and download it from the official source."
                     )
             _check_space(target, sum(info.file_size for info in infos), what)
             shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted run
@@ -301,10 +284,8 @@ def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if not isinstance(exc, OSError):
-            raise DownloadError(
-                f"{archive} is not a valid zip file (corrupt or incomplete download). "
-                "Delete it and run again to download it afresh."
-            ) from exc
+            msg = f"{archive} is not a valid zip (corrupt or incomplete). Delete it and run again."
+            raise DownloadError(msg) from exc
         if exc.errno not in _DISK_FULL:
             raise
         raise _no_space(target, what, f"{target} became full ({exc.strerror})") from exc

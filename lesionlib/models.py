@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -12,15 +11,15 @@ from torch import nn
 from torchvision import models as tvm
 from torchvision.models import WeightsEnum
 
+from lesionlib.download import _sha256
 from lesionlib.settings import LesionlibError
-
-MODEL_NAMES: tuple[str, ...] = ("simplecnn", "resnet18", "resnet50", "vgg19")
 
 _TORCHVISION = {
     "resnet18": (tvm.resnet18, tvm.ResNet18_Weights.DEFAULT),
     "resnet50": (tvm.resnet50, tvm.ResNet50_Weights.DEFAULT),
     "vgg19": (tvm.vgg19, tvm.VGG19_Weights.DEFAULT),
 }
+MODEL_NAMES: tuple[str, ...] = ("simplecnn", *_TORCHVISION)
 
 RANDOM_INIT = "none (random init)"
 """``model.pretrained_source`` of a model that starts from random weights."""
@@ -31,18 +30,14 @@ class WeightsUnavailableError(LesionlibError, RuntimeError):
 
 
 class SimpleCNN(nn.Module):
-    """The seeds' small network: two 5×5 convolutions with max pooling, then three linear layers
-    (``fc1`` takes 32·53·53 = 89,888 features at ``image_size=224``)."""
+    """The seeds' small network: two 5×5 convolutions with max pooling, then three linear layers."""
 
     def __init__(self, num_classes: int = 8, image_size: int = 224) -> None:
         super().__init__()
         if image_size < 16:
-            raise ValueError(
-                f"SimpleCNN needs image_size >= 16 (two 5×5 convolutions and two 2×2 poolings "
-                f"leave nothing of a smaller image), got {image_size}"
-            )
+            raise ValueError(f"SimpleCNN needs image_size >= 16, got {image_size}")
         self.image_size = image_size
-        self.flat_features = 32 * (((image_size - 4) // 2 - 4) // 2) ** 2
+        self.flat_features = 32 * (((image_size - 4) // 2 - 4) // 2) ** 2  # 32·53·53 at 224
         self.conv1 = nn.Conv2d(3, 16, 5)
         self.pool = nn.MaxPool2d(2, 2)
         self.conv2 = nn.Conv2d(16, 32, 5)
@@ -57,21 +52,16 @@ class SimpleCNN(nn.Module):
         x = torch.flatten(x, 1)  # keeps the batch dimension, unlike the seeds' view(-1, ...)
         if x.shape[1] != self.flat_features:
             raise ValueError(
-                f"SimpleCNN was built for {self.image_size}×{self.image_size} images but got "
-                f"{tuple(x.shape)} features; build it with image_size equal to the transforms' size"
+                f"SimpleCNN was built for {self.image_size}×{self.image_size} images, got "
+                f"{tuple(x.shape)} features: build it with the transforms' image_size"
             )
         return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
 
 
 def _check_cached_hash(path: Path) -> None:
     """Check a cached file against the SHA-256 prefix in its name (torch hub checks downloads)."""
-    match, digest = torch.hub.HASH_REGEX.search(path.name), hashlib.sha256()
-    if match is None:
-        return
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 20):  # 1 MiB at a time: VGG-19's file is 548 MB
-            digest.update(chunk)
-    if not digest.hexdigest().startswith(match.group(1)):
+    match = torch.hub.HASH_REGEX.search(path.name)
+    if match and not _sha256(path, progress=False).startswith(match.group(1)):
         raise RuntimeError(
             f"the cached file's SHA-256 does not start with {match.group(1)} as its name says "
             "(a corrupt, partial or different file); delete it to download it again"
@@ -88,10 +78,9 @@ def load_pretrained_state(weights: WeightsEnum, check_hash: bool = True) -> dict
         return weights.get_state_dict(progress=True, check_hash=check_hash)
     except Exception as err:  # network, hash, disk or unpickling: all mean "no weights"
         raise WeightsUnavailableError(
-            f"pretrained weights {type(weights).__name__}.{weights.name} are unavailable "
-            f"({type(err).__name__}: {err}).\n  Fix 1: download {weights.url}\n         and save "
-            f"it as {path}\n  Fix 2: train from random initialisation: pretrained=False "
-            "(command line: --no-pretrained)."
+            f"pretrained weights {weights!r} are unavailable ({type(err).__name__}: {err}).\n"
+            f"  Fix 1: download {weights.url}\n         and save it as {path}\n  Fix 2: train "
+            "from random initialisation: pretrained=False (command line: --no-pretrained)."
         ) from err
 
 
@@ -104,20 +93,15 @@ def build_model(
     *,
     check_hash: bool = True,
 ) -> nn.Module:
-    """One of :data:`MODEL_NAMES` with a ``num_classes`` head, from ImageNet weights if
-    ``pretrained`` (``freeze_backbone``: train only the head; ``model.pretrained_source`` says
-    which); ``image_size`` is for ``simplecnn`` only."""
+    """One of :data:`MODEL_NAMES` with a ``num_classes`` head (``image_size``: simplecnn only), from
+    ImageNet weights if ``pretrained`` (``.pretrained_source``); ``freeze_backbone``: head only."""
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
     if name == "simplecnn" and pretrained:
-        raise ValueError(
-            "simplecnn has no pretrained weights (it is trained from scratch); "
-            "use pretrained=False (command line: --no-pretrained)"
-        )
+        raise ValueError("simplecnn has no pretrained weights; use pretrained=False")
     if freeze_backbone and not pretrained:
         raise ValueError(
-            "freeze_backbone=True needs pretrained=True: a frozen random backbone never learns, "
-            "only the head would train on random features"
+            "freeze_backbone=True needs pretrained=True: a frozen random backbone never learns"
         )
     if name == "simplecnn":
         model: nn.Module = SimpleCNN(num_classes, image_size)
@@ -125,10 +109,9 @@ def build_model(
         return model
     constructor, weights = _TORCHVISION[name]
     model = constructor(weights=None)
-    model.pretrained_source = RANDOM_INIT
     if pretrained:
         model.load_state_dict(load_pretrained_state(weights, check_hash=check_hash))
-        model.pretrained_source = f"{type(weights).__name__}.{weights.name}"
+    model.pretrained_source = repr(weights) if pretrained else RANDOM_INIT
     model.requires_grad_(not freeze_backbone)
     if name.startswith("resnet"):
         model.fc = nn.Linear(model.fc.in_features, num_classes)

@@ -1,6 +1,5 @@
-"""A small, learnable, dermoscopy-like synthetic sample written in the official layouts: each
-lesion is a blob on skin whose colour, size, border and dot colour follow its class, varied per
-lesion and per image."""
+"""A small, learnable, dermoscopy-like sample in the official layouts: each lesion is a blob on skin
+whose colour, size, border and dots follow its class, varied per lesion and per image."""
 
 from __future__ import annotations
 
@@ -69,14 +68,12 @@ def _lesion(style: str, rng: Generator) -> dict:
 
 
 def _draw(lesion: dict, size: int, rng: Generator) -> np.ndarray:
-    """A ``size`` x ``size`` RGB image of ``lesion``, moved, turned and lit a little differently
-    each time, under a vignette and sensor noise."""
+    """A ``size``² RGB image of ``lesion``, moved, turned and lit anew, under vignette and noise."""
     grid = np.linspace(-1, 1, size)
     y, x = np.meshgrid(grid - rng.normal(0, 0.06), grid - rng.normal(0, 0.06), indexing="ij")
     theta = np.arctan2(y, x) + rng.normal(0, 0.3)
-    border = lesion["radius"] * (
-        1 + lesion["wobble"] * np.sin(lesion["lobes"] * theta + lesion["phase"])
-    )
+    wave = np.sin(lesion["lobes"] * theta + lesion["phase"])
+    border = lesion["radius"] * (1 + lesion["wobble"] * wave)
     inside = (1 / (1 + np.exp(12 * (np.hypot(x, y) / border - 1))))[..., None]  # a soft edge
     dotted = np.sin(lesion["freq"] * x) * np.sin(lesion["freq"] * y) > 0.6
     image = lesion["skin"] * (1 - inside) + lesion["colour"] * inside
@@ -86,13 +83,10 @@ def _draw(lesion: dict, size: int, rng: Generator) -> np.ndarray:
     return np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
 
 
-def _write_images(
-    styles: Sequence[str], lesions: np.ndarray, paths: Sequence[Path], size: int, rng: Generator
-) -> None:
-    """Save one JPEG per path: image i shows lesion ``lesions[i]`` (style ``styles[lesion]``)."""
-    looks = [_lesion(style, rng) for style in styles]
-    for lesion, path in zip(lesions, paths, strict=True):
-        Image.fromarray(_draw(looks[lesion], size, rng)).save(path, quality=92)
+def _write_images(looks: Sequence[dict], paths: Sequence[Path], size: int, rng: Generator) -> None:
+    """Save one JPEG per path, showing the lesion at the same index of ``looks``."""
+    for lesion, path in zip(looks, paths, strict=True):
+        Image.fromarray(_draw(lesion, size, rng)).save(path, quality=92)
 
 
 def write_isic2019_sample(
@@ -104,9 +98,8 @@ def write_isic2019_sample(
     seed: int = 0,
     imbalance: bool = True,
 ) -> Path:
-    """Write a synthetic sample in the official ISIC 2019 layout under ``root`` and return it:
-    like the real files, 0.0/1.0 one-hot (+ UNK) with CRLF, the 5-column metadata with lesion ids
-    (empty for some single-image lesions), JPEGs; ISIC 2019 class proportions with ``imbalance``."""
+    """Write ``root`` in the official ISIC 2019 layout: CRLF CSVs, 0.0/1.0 one-hot (+ UNK), 5-column
+    metadata (no lesion id for some lone images), JPEGs; ISIC 2019 shares with ``imbalance``."""
     if unknown := [c for c in classes if c not in ISIC2019_CLASSES]:
         raise ValueError(f"unknown ISIC 2019 classes {unknown}; choose from {ISIC2019_CLASSES}")
     low, high = images_per_lesion
@@ -121,7 +114,8 @@ def write_isic2019_sample(
     lesion_of_image = rng.permutation(np.repeat(np.arange(n_lesions), n_images))
     ids = [f"ISIC_{i:07d}" for i in range(len(lesion_of_image))]
     paths = [root / layouts.ISIC2019_IMAGES / f"{i}.jpg" for i in ids]
-    _write_images(lesion_class, lesion_of_image, paths, image_size, rng)
+    looks = [_lesion(style, rng) for style in lesion_class]
+    _write_images([looks[i] for i in lesion_of_image], paths, image_size, rng)
     crlf: dict = dict(index=False, lineterminator="\r\n")  # as in the official files
     onehot = {c: (lesion_class[lesion_of_image] == c) * 1.0 for c in (*ISIC2019_CLASSES, "UNK")}
     pd.DataFrame({"image": ids} | onehot).to_csv(root / layouts.ISIC2019_GROUND_TRUTH, **crlf)
@@ -152,16 +146,15 @@ def write_imagefolder_sample(
     if unknown := [c for c in classes if c not in allowed]:
         raise ValueError(f"no synthetic appearance for classes {unknown}; choose from {allowed}")
     rng = np.random.default_rng(seed)
-    root = Path(root)
     styles, paths = [], []
     for split in splits or ("",):
         for name in classes:
-            folder = root / split / name
+            folder = Path(root, split, name)
             folder.mkdir(parents=True, exist_ok=True)
             styles.extend(rng.choice(_BINARY_STYLES.get(name, (name,)), n_per_class))
             paths += [folder / f"{name}_{split or 'all'}_{i:04d}.jpg" for i in range(n_per_class)]
-    _write_images(styles, np.arange(len(paths)), paths, image_size, rng)
-    return root
+    _write_images([_lesion(style, rng) for style in styles], paths, image_size, rng)
+    return Path(root)
 
 
 def default_sample(layout: str = "isic2019") -> Path:

@@ -1,5 +1,4 @@
-"""Image pipelines (torchvision.transforms.v2): a uint8 3×H×W tensor or PIL image in, an
-ImageNet-normalised float32 C×S×S out (``normalize=False``: uint8, for :func:`normalize` later)."""
+"""Image pipelines (torchvision v2): PIL or uint8 tensor in, normalised (or uint8) C×S×S out."""
 
 from __future__ import annotations
 
@@ -13,27 +12,22 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 """The statistics the torchvision ImageNet weights were trained with (used for every model)."""
 
 AUGMENT_PRESETS: tuple[str, ...] = ("none", "basic", "strong")
-"""``none``: resize only; ``basic``: mild crops, flips, right-angle rotations; ``strong``: wider
-crops plus affine warps, colour jitter, blur and sharpening."""
+"""none: resize only; basic: crops, flips, right-angle turns; strong: also warps, colour, blur."""
 
 
 def random_symmetry(image: torch.Tensor) -> torch.Tensor:
-    """One of the 8 symmetries of a square image (k·90° turns, mirrored or not), uniformly:
-    dermoscopy has no orientation, and right angles add no blur and no black corners."""
+    """One of the square's 8 symmetries, uniformly: lesions have no up, right angles no blur."""
     k = int(torch.randint(8, ()))
     turned = torch.rot90(image, k % 4, dims=(-2, -1))
     return turned.flip(-1) if k >= 4 else turned
 
 
 def central_square(image: torch.Tensor) -> torch.Tensor:
-    """The largest centred square of a C×H×W image: ``RandomResizedCrop`` cannot fit
-    near-square 85 % crops of a 4:3 photo and would fall back to one fixed centre crop."""
-    side = min(image.shape[-2:])
-    return v2.functional.center_crop(image, [side, side])
+    """Largest centred square: RandomResizedCrop cannot fit near-square crops in a 4:3 photo."""
+    return v2.functional.center_crop(image, [min(image.shape[-2:])] * 2)
 
 
 def _pipeline(steps: list, normalize: bool) -> v2.Compose:
-    """``ToImage``, ``steps``, then float32 ImageNet-normalised (or uint8) plain tensors."""
     to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     return v2.Compose([v2.ToImage(), *steps, *(to_float if normalize else []), v2.ToPureTensor()])
 
@@ -44,8 +38,8 @@ def eval_transform(image_size: int, normalize: bool = True) -> v2.Compose:
 
 
 def train_transform(image_size: int, augment: str = "basic", normalize: bool = True) -> v2.Compose:
-    """Training pipeline for one of :data:`AUGMENT_PRESETS` (docs/results.md says how they were
-    chosen); ``normalize=False`` ends in uint8 pixels with the same random draws."""
+    """Training pipeline for one of :data:`AUGMENT_PRESETS` (chosen in docs/results.md);
+    ``normalize=False`` ends in uint8 pixels, with the same random draws, for :func:`normalize`."""
     if augment not in AUGMENT_PRESETS:
         raise ValueError(f"unknown augment preset {augment!r}; choose one of {AUGMENT_PRESETS}")
     if augment == "none":
@@ -64,8 +58,7 @@ def train_transform(image_size: int, augment: str = "basic", normalize: bool = T
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """ImageNet-normalised float32 of uint8 pixels (C×H×W or N×C×H×W) on their own device; a
-    float input counts as normalised already."""
+    """ImageNet-normalised float32 of uint8 pixels on their device; floats pass unchanged."""
     _check_shape(images, "normalize")
     if images.is_floating_point():
         return images
@@ -77,8 +70,7 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 
 @cache
 def _shift_and_scale(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """255 × the ImageNet mean and std (3×1×1) on ``device``, made once, outside inference
-    mode (so autograd may use them)."""
+    """255 × ImageNet mean and std (3×1×1), made outside inference mode so autograd may use them."""
     with torch.inference_mode(False):
         mean, std = (255 * torch.tensor(s).view(3, 1, 1) for s in (IMAGENET_MEAN, IMAGENET_STD))
         return mean.to(device), std.to(device)
@@ -95,5 +87,4 @@ def denormalize(tensor: torch.Tensor) -> torch.Tensor:
 
 def _check_shape(tensor: torch.Tensor, name: str) -> None:
     if tensor.ndim not in (3, 4) or tensor.shape[-3] != 3:
-        shape = tuple(tensor.shape)
-        raise ValueError(f"{name} expects a 3-channel C×H×W or N×C×H×W tensor, got shape {shape}")
+        raise ValueError(f"{name} expects a 3-channel (N×)C×H×W tensor, got {tuple(tensor.shape)}")
