@@ -63,10 +63,9 @@ def evaluate_predictions(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Accuracy, balanced accuracy, macro AUC (mean one-vs-rest AUC of the classes present; None
-    if fewer than two), per-class scores and confusion matrix; with two classes also ``"binary"``
-    (:func:`binary_metrics` of the second). Also ``"ci95"``, the :func:`bootstrap_ci` of every
-    headline metric over ``resamples`` resamples (default 1000, 200 in smoke mode; 0: none),
-    drawn by lesion when ``groups`` holds the images' lesion ids."""
+    if fewer than two), per-class scores, confusion matrix, for two classes ``"binary"`` (of the
+    second) and the :func:`bootstrap_ci` over ``resamples`` (default 1000, 200 in smoke mode; 0:
+    none), by lesion when ``groups`` holds the images' lesion ids."""
     classes = list(classes)
     targets, probs = _as_arrays(targets, probs, len(classes))
     predictions = probs.argmax(axis=1)
@@ -100,8 +99,7 @@ def _auc(positive: np.ndarray, scores: np.ndarray) -> float:
 
 
 def _headline(targets: np.ndarray, probs: np.ndarray) -> dict[str, float | None]:
-    """:data:`HEADLINE` of one (re)sample (macro AUC: the mean one-vs-rest AUC of the classes
-    present, None if fewer than two), plus :data:`BINARY_HEADLINE` for two classes."""
+    """:data:`HEADLINE` of one (re)sample, plus :data:`BINARY_HEADLINE` for two classes."""
     predictions = probs.argmax(axis=1)
     present = np.unique(targets)
     recalls = [np.mean(predictions[targets == c] == c) for c in present]
@@ -120,12 +118,9 @@ def _headline(targets: np.ndarray, probs: np.ndarray) -> dict[str, float | None]
 def bootstrap_ci(
     targets: Any, probs: Any, groups: Any = None, resamples: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
-    """95 % percentile intervals of the headline metrics over ``resamples`` bootstrap resamples
-    of the test images, stratified by class and drawn by lesion when ``groups`` (lesion ids)
-    are given: ``{"ci95": {metric: [low, high]}, "bootstrap": {...how it was drawn}}``.
-
-    A test set of a few hundred images pins a metric down only to a few points; the interval
-    says how many."""
+    """95 % percentile intervals of the headline metrics over ``resamples`` resamples stratified by
+    class, by lesion when ``groups`` (lesion ids) are given: ``{"ci95": {metric: [low, high]},
+    "bootstrap": {...}}``. A few hundred test images pin a metric down only to a few points."""
     targets, probs = _as_arrays(targets, probs)
     groups = np.arange(len(targets)) if groups is None else np.asarray(groups).astype(str)
     _, group_index = np.unique(groups, return_inverse=True)
@@ -143,24 +138,18 @@ def bootstrap_ci(
         rows = order[offsets + np.arange(lengths.sum())]
         for name, value in _headline(targets[rows], probs[rows]).items():
             draws.setdefault(name, []).append(np.nan if value is None else value)
-    return {
-        "ci95": {
-            name: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
-            for name, v in draws.items()
-            if not np.isnan(v).all()
-        },
-        "bootstrap": {
-            "resamples": resamples,
-            "seed": seed,
-            "unit": "image" if len(sizes) == len(targets) else "lesion",
-            "stratified_by": "class",
-        },
+    intervals = {
+        name: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
+        for name, v in draws.items()
+        if not np.isnan(v).all()  # a metric no resample could compute
     }
+    unit = "image" if len(sizes) == len(targets) else "lesion"
+    drawn = {"resamples": resamples, "seed": seed, "unit": unit, "stratified_by": "class"}
+    return {"ci95": intervals, "bootstrap": drawn}
 
 
 def headline(results: dict[str, Any]) -> dict[str, Any]:
-    """What a notebook saves for one evaluated model: the headline metrics of
-    :func:`evaluate_predictions` ``results`` with their ``ci95`` and the recall per class."""
+    """What a notebook saves: headline metrics of ``results``, their ``ci95``, recall per class."""
     values = {name: results[name] for name in HEADLINE}
     if "binary" in results:
         values.update({name: results["binary"][name] for name in BINARY_HEADLINE})
@@ -169,8 +158,8 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def ci_frame(runs: dict[str, dict[str, Any]], digits: int = 3) -> pd.DataFrame:
-    """One row per run (``{name: evaluate_predictions or headline results}``), one column per
-    headline metric it has, each cell "value [95 % interval]"."""
+    """A row per run of ``{name: evaluate_predictions or headline results}``, a column per
+    headline metric any run has, each cell "value [95 % interval]"."""
     names = HEADLINE + BINARY_HEADLINE[1:]  # a binary "auc" is its macro AUC
     rows = {run: {n: with_ci(r, n, digits) for n in names} for run, r in runs.items()}
     frame = pd.DataFrame.from_dict(rows, orient="index")
@@ -179,8 +168,7 @@ def ci_frame(runs: dict[str, dict[str, Any]], digits: int = 3) -> pd.DataFrame:
 
 
 def with_ci(results: dict[str, Any], name: str, digits: int = 3) -> str:
-    """``"0.812 [0.771, 0.850]"``: a headline metric of :func:`evaluate_predictions` with its
-    95 % interval (binary metrics are looked up under ``"binary"``)."""
+    """``"0.812 [0.771, 0.850]"``: a headline metric (also under ``"binary"``) and its interval."""
     value = results.get(name, results.get("binary", {}).get(name))
     if value is None:
         return "n/a"
@@ -224,8 +212,8 @@ def threshold_for_sensitivity(
 
 
 def reliability_bins(targets: Any, probs: Any, n_bins: int = 15) -> dict[str, list]:
-    """Top-label ``confidence`` and ``accuracy`` (None when empty) and ``count`` per bin of
-    ``n_bins`` equal-width (lower, upper] bins (the first also holds 0), and the ``bin_edges``."""
+    """Top-label ``confidence``, ``accuracy`` (None when empty) and ``count`` per equal-width
+    (lower, upper] bin (the first also holds 0), and the ``bin_edges``."""
     targets, probs = _as_arrays(targets, probs)
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == targets

@@ -1,6 +1,4 @@
-"""Figures for the course: class balance, images, training curves, confusion matrices, ROC.
-
-Each function returns its ``Figure`` (Jupyter shows it; no ``plt.show()``)."""
+"""Figures for the course, each returned as its ``Figure`` (Jupyter shows it; no ``plt.show()``)."""
 
 from __future__ import annotations
 
@@ -47,10 +45,10 @@ def _grid(rows: int, cols: int, figsize: tuple[float, float]) -> tuple[Figure, n
     return plt.subplots(rows, cols, figsize=figsize, squeeze=False, layout="constrained")
 
 
-def _class_label(code: str, full_names: bool = True, sep: str = " — ") -> str:
-    """``'MEL'`` or ``'MEL — Melanoma'``; codes whose full name adds nothing stay as they are."""
+def _class_label(code: str, sep: str = " — ") -> str:
+    """``'MEL — Melanoma'``; codes whose full name adds nothing stay as they are."""
     name = full_name(code)
-    return f"{code}{sep}{name}" if full_names and name.lower() != code.lower() else code
+    return f"{code}{sep}{name}" if name.lower() != code.lower() else code
 
 
 def _metric_label(name: str) -> str:
@@ -66,8 +64,7 @@ def _percent(*axes: Any) -> None:
 def _bars(
     ax: Axes, frame: pd.DataFrame, label: Callable[[Any, Any], str], padding=2, inside=False
 ) -> None:
-    """Write ``label(value, column)`` on (or ``inside``) each bar of ``frame``; nothing on a
-    NaN (no bar)."""
+    """Write ``label(value, column)`` on (or ``inside``) each bar of ``frame``, none on a NaN."""
     bars = [c for c in ax.containers if isinstance(c, BarContainer)][-frame.shape[1] :]
     for container, column in zip(bars, frame.columns, strict=True):
         labels = ["" if pd.isna(v) else label(v, column) for v in frame[column]]
@@ -81,8 +78,7 @@ def _to_numpy(values: Any) -> np.ndarray:
 
 
 def plot_class_distribution(table: pd.DataFrame, title: str | None = None, log=False) -> Figure:
-    """Horizontal bars of images per class with count and share, in class order; with a
-    ``split`` column, a bar per split (shares within the split)."""
+    """Images per class (count and share) as horizontal bars; with a ``split`` column, per split."""
     classes = classes_of(table)  # raises, naming the fix, when there is no 'label' column
     by_split = "split" in table
     if by_split:
@@ -109,8 +105,7 @@ def plot_class_distribution(table: pd.DataFrame, title: str | None = None, log=F
 
 
 def plot_image_grid(table: pd.DataFrame, per_class: int = 4, seed: int = 0) -> Figure:
-    """One row per class of ``per_class`` random 128-pixel thumbnails (the same for a ``seed``),
-    labelled with the class code, its full name and the class's number of images."""
+    """A row per class of ``per_class`` random thumbnails (fixed by ``seed``), named and counted."""
     classes = classes_of(table)
     fig, axes = _grid(len(classes), per_class, (1.5 * per_class + 1.8, 1.5 * len(classes)))
     for row, code in zip(axes, classes, strict=True):
@@ -168,12 +163,10 @@ def plot_history(history: Sequence[Mapping[str, Any]] | pd.DataFrame) -> Figure:
     if frame.get("val_balanced_accuracy", pd.Series()).notna().any():
         best = best_epoch_of(frame.dropna(subset=["val_balanced_accuracy"]).to_dict("records"))
     metrics = ("loss", "accuracy", "balanced_accuracy")
+    curves = (("train", "train", PALETTE[0]), ("val", "validation", PALETTE[1]))
     fig, axes = _grid(1, len(metrics), (4.0 * len(metrics), 3.2))
     for ax, metric in zip(axes[0], metrics, strict=True):
-        for split, name, color in (
-            ("train", "train", PALETTE[0]),
-            ("val", "validation", PALETTE[1]),
-        ):
+        for split, name, color in curves:
             values = frame.get(f"{split}_{metric}")
             if values is not None and values.notna().any():
                 ax.plot(frame["epoch"], values, marker="o", ms=3, color=color, label=name)
@@ -203,14 +196,12 @@ def plot_confusion_matrix(
     side = max(3.0, 0.55 * len(classes) + 1.2)  # room for "100%" in every cell
     fig, axes = _grid(1, 1 + both, ((1 + both) * (side + 1.3), side))  # + the colour bar
     panels = [(False, "Counts"), (True, "Row-normalised (recall)")] if both else [(True, None)]
+    style = {"cmap": "Blues", "vmin": 0, "square": True, "linewidths": 0.5, "linecolor": "white"}
     for ax, (norm, panel_title) in zip(axes[0], panels, strict=True):
         bar = {"shrink": 0.8, "label": "Share of the true class" if norm else "Images (count)"}
+        cells = {"annot": True, "fmt": ".0%" if norm else "g", "annot_kws": {"fontsize": "small"}}
         values = counts.div(counts.sum(axis=1), axis=0) if norm else counts  # no images: blank
-        sns.heatmap(
-            values, ax=ax, annot=True, fmt=".0%" if norm else "g", cmap="Blues", vmin=0,
-            vmax=1.0 if norm else None, square=True, linewidths=0.5, linecolor="white",
-            cbar_kws=bar, annot_kws={"fontsize": "small"},
-        )  # fmt: skip
+        sns.heatmap(values, ax=ax, vmax=1.0 if norm else None, cbar_kws=bar, **cells, **style)
         if norm:
             _percent(ax.collections[0].colorbar.ax.yaxis)
         ax.tick_params(axis="x", labelrotation=90 if len(classes) > 10 else 0)
@@ -233,10 +224,8 @@ def plot_per_class_recall(results: Mapping[str, Any], ax: Axes | None = None) ->
                 f"run {name!r} has classes {list(run['classes'])}, the first run {classes}: "
                 "compare runs evaluated on the same classes"
             )
-    frame = pd.DataFrame(
-        {name: [run["per_class"][c]["recall"] for c in classes] for name, run in runs.items()},
-        index=classes,
-    ).astype(float)  # a None recall becomes NaN: no bar
+    recalls = {name: [run["per_class"][c]["recall"] for c in classes] for name, run in runs.items()}
+    frame = pd.DataFrame(recalls, index=classes).astype(float)  # a None recall: NaN, no bar
     if ax is None:
         width = min(10.0, max(4.5, 1.5 + 0.25 * len(classes) * (1 + len(runs))))
         ax = plt.subplots(figsize=(width + 1.5, 3.5), layout="constrained")[1]
@@ -284,6 +273,7 @@ def plot_roc_pr(
     ap_label = f"{name} (AP = {scores['average_precision']:.3f})"
     pr_ax.plot(recall, precision, drawstyle="steps-post", color=color, label=ap_label)
     bbox = {"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none"}
+    note = {"textcoords": "offset points", "fontsize": "small", "color": color, "bbox": bbox}
     for threshold in thresholds:
         predicted = probs_pos >= threshold
         sensitivity, fall_out = predicted[y == 1].mean(), predicted[y == 0].mean()
@@ -291,15 +281,11 @@ def plot_roc_pr(
         for ax, point in ((roc_ax, (fall_out, sensitivity)), (pr_ax, (sensitivity, ppv))):
             ax.plot(*point, "o", color=color, markeredgecolor="white", label="_nolegend_")
             offset = (6, -12 - 11 * len(ax.texts))  # each label one line below the last
-            ax.annotate(
-                f"t = {threshold:.2f}", point, offset, textcoords="offset points",
-                fontsize="small", color=color, bbox=bbox,
-            )  # fmt: skip
+            ax.annotate(f"t = {threshold:.2f}", point, offset, **note)
     roc_ax.set(title="ROC curve", xlabel="False positive rate (1 − specificity)", aspect="equal")
     roc_ax.set_ylabel("True positive rate (sensitivity)")
-    pr_ax.set(
-        title="Precision–recall curve", xlabel="Recall (sensitivity)", ylabel="Precision (PPV)"
-    )
+    pr_ax.set(title="Precision–recall curve", xlabel="Recall (sensitivity)")
+    pr_ax.set_ylabel("Precision (PPV)")
     for ax, where in ((roc_ax, "lower right"), (pr_ax, "lower left")):
         ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
         _percent(ax.xaxis, ax.yaxis)
@@ -336,9 +322,8 @@ def plot_reliability(
 def plot_metric_comparison(
     frame: pd.DataFrame, x: str, metrics: Sequence[str] = ("accuracy", "balanced_accuracy")
 ) -> Figure:
-    """Grouped bars comparing runs: a group per value of column ``x``, a bar per metric. Error
-    bars: the 95 % interval where the frame has ``<metric>_low``/``_high`` columns, else the
-    standard deviation of repeated rows (seeds, folds), whose mean the bar shows."""
+    """Bars of ``metrics`` per value of column ``x`` (the mean of repeated rows: seeds, folds);
+    error bars: the 95 % interval of ``<metric>_low``/``_high`` columns, else the repeats' SD."""
     metrics = list(metrics)
     if missing := [c for c in (x, *metrics) if c not in frame.columns]:
         raise ValueError(f"columns {missing} are not in the frame; it has {list(frame.columns)}")
@@ -358,9 +343,8 @@ def plot_metric_comparison(
     fig, ax = plt.subplots(figsize=(width, 6 if many else 3.5), layout="constrained")
     wide.plot.bar(ax=ax, color=PALETTE[: wide.shape[1]], width=0.8, yerr=errors, capsize=2)
     if not many:
-        _bars(
-            ax, wide, lambda v, _: f"{v:.0%}" if fraction else f"{v:.3g}", inside=errors is not None
-        )
+        number = "{:.0%}" if fraction else "{:.3g}"
+        _bars(ax, wide, lambda v, _: number.format(v), inside=errors is not None)
     if fraction:
         ax.set_ylim(0, 1.08)
         _percent(ax.yaxis)
