@@ -28,8 +28,7 @@ _OFFICIAL = f"replace it with the official file ({_HELP})"
 
 
 def read_isic2019(root: str | Path, missing: Missing = "error") -> pd.DataFrame:
-    """ISIC 2019 training set: one-hot ground truth (8 classes), optional metadata (lesion ids,
-    age, sex, site), images folder."""
+    """ISIC 2019 training set: one-hot ground truth, optional metadata, images folder."""
     root = Path(root).expanduser()
     csv = root / layouts.ISIC2019_GROUND_TRUTH
     truth = _read_csv(csv, "ISIC 2019 ground truth")
@@ -82,9 +81,8 @@ def _isic2019_metadata(path: Path, ids: list[str]) -> pd.DataFrame:
 def read_isic2016(
     root: str | Path, split: Literal["train", "test", "all"] = "all", missing: Missing = "error"
 ) -> pd.DataFrame:
-    """ISIC 2016 Part 3: a headerless ``image,label`` CSV (benign/malignant or 0/1) + images.
-    ``split="all"``: the training set, plus the official test set (kept by :func:`split_table`)
-    when its CSV and images folder are there (the CSV alone with ``missing="keep"``)."""
+    """ISIC 2016 Part 3: a headerless ``image,label`` CSV (benign/malignant or 0/1) + images;
+    ``"all"`` adds the official test set if its CSV and images (or ``missing="keep"``) are there."""
     root = Path(root).expanduser()
     if split == "all":
         parts = [read_isic2016(root, "train", missing)]
@@ -118,8 +116,7 @@ def read_ham10000(root: str | Path, missing: Missing = "error") -> pd.DataFrame:
     expected = f"lesion_id, image_id, dx, dx_type, age, sex, localization ({_HELP})"
     _check_columns(frame, csv, ["image_id", "dx"], expected)
     ids = _check_ids(frame, "image_id", csv, first_row=2)
-    mapping = layouts.HAM10000_TO_ISIC2019
-    frame["label"] = _map_labels(frame["dx"].str.lower(), mapping, csv, 2, ids)
+    frame["label"] = _map_labels(frame["dx"].str.lower(), layouts.HAM10000_TO_ISIC2019, csv, 2, ids)
     frame["site"] = frame.get("localization", "")
     folders = [*(root / name for name in layouts.HAM10000_IMAGE_DIRS), root]
     return restrict_classes(_finish(frame, ISIC2019_CLASSES, csv, missing, folders))
@@ -220,16 +217,14 @@ def _check_columns(frame: pd.DataFrame, csv: Path, required: list[str], expected
             raise DatasetError(f"{csv}: no {column!r} column (found {found}); expected {expected}.")
     if "lesion_id" not in frame.columns:
         message = (
-            f"{csv} has no 'lesion_id' column: each image is treated as its own lesion, so images "
-            "of one lesion are not grouped and a split may put them in both train and test. "
-            "Use the official metadata file, which has lesion_id."
+            f"{csv} has no 'lesion_id' column: each image counts as its own lesion (not grouped), "
+            "so a split may put one lesion in train and test; use the official metadata file."
         )
         warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def _check_ids(frame: pd.DataFrame, column: str, csv: Path, first_row: int, empty_ok=False) -> list:
-    """The image ids of ``frame``; refuses a CSV without rows (an interrupted download or an
-    overwritten file) unless ``empty_ok``, and one that lists an image twice."""
+    """The image ids; refuses a CSV without rows (unless ``empty_ok``) or listing an image twice."""
     if frame.empty and not empty_ok:
         raise DatasetError(
             f"{csv} lists no images (a header and no rows): the download was incomplete or the "
@@ -286,9 +281,8 @@ def _finish(
     n_absent = len(table) - int(present.sum())
     if n_absent == 0 or missing == "keep":
         return table
-    where = ", ".join(map(str, image_dirs)) + (
-        " or next to the CSV" if csv.parent in folders else ""
-    )
+    where = ", ".join(map(str, image_dirs))
+    where += " or next to the CSV" if csv.parent in folders else ""
     if missing == "error" or n_absent == len(table):
         first = ", ".join(table.loc[~present, "image_id"].head(5))
         raise DatasetError(
@@ -302,8 +296,7 @@ def _finish(
 
 
 def _make_table(frame: pd.DataFrame, classes: Sequence[str], source: Path) -> pd.DataFrame:
-    """The standard table from ``frame``'s ``image_id, path, label`` and, where it has them,
-    ``lesion_id, age, sex, site`` ('' is unknown; an unknown lesion is the image's own);
+    """The standard table from ``frame`` ('' is unknown; an unknown lesion is the image's own);
     ``table.attrs["source"]`` names the CSV or folder read, for messages."""
     ids = frame["image_id"].astype(str)
     label = pd.Categorical(frame["label"], categories=list(classes))
@@ -338,9 +331,8 @@ def split_table(
     for message in split_warnings(table, val_fraction, test_fraction):
         warnings.warn(message, UserWarning, stacklevel=2)
     targets, groups = table["target"].to_numpy(), table["lesion_id"].astype(str).to_numpy()
-    official = _official_test(table)
+    official, carved = _split_plan(table, val_fraction, test_fraction)
     split = np.where(official, "test", "train").astype(object)
-    carved = _carved(val_fraction, test_fraction, official)
     if "test" in carved:
         split[_carve(targets, groups, test_fraction, seed)] = "test"
     if "val" in carved:
@@ -351,15 +343,14 @@ def split_table(
     return table.assign(split=split.astype(str))
 
 
-def _official_test(table: pd.DataFrame) -> np.ndarray:
-    """Which rows are in an official test split (kept as the test split)."""
-    return table["split"].eq("test").to_numpy() if "split" in table else np.zeros(len(table), bool)
-
-
-def _carved(val_fraction: float, test_fraction: float, official: np.ndarray) -> list[str]:
-    """The splits :func:`split_table` divides the rows into: train, then test, then val."""
-    test = ["test"] * (test_fraction > 0 and not official.any())
-    return ["train", *test, *["val"] * (val_fraction > 0)]
+def _split_plan(table: pd.DataFrame, val: float, test: float) -> tuple[np.ndarray, list[str]]:
+    """Which rows are in an official test split (kept as the test split), and the splits
+    :func:`split_table` divides the other rows into: train, then test, then val."""
+    official = (
+        table["split"].eq("test").to_numpy() if "split" in table else np.zeros(len(table), bool)
+    )
+    test_split = ["test"] * (test > 0 and not official.any())
+    return official, ["train", *test_split, *["val"] * (val > 0)]
 
 
 def _carve(targets: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -420,8 +411,8 @@ def split_warnings(
 ) -> list[str]:
     """Why :func:`split_table` cannot split ``table`` as asked (a class with fewer lesions than
     splits; held-out splits of less than one image per class), with the fix; empty if none."""
-    official = _official_test(table)
-    carved, messages = _carved(val_fraction, test_fraction, official), []
+    official, carved = _split_plan(table, val_fraction, test_fraction)
+    messages = []
     labels = table.loc[~official, "label"].astype(str)  # the rows split_table divides
     lesions = table.loc[~official, "lesion_id"].groupby(labels).nunique()
     images = labels.value_counts()
@@ -452,9 +443,8 @@ def split_warnings(
 
 
 def limit_train(table: pd.DataFrame, max_images: int | None, seed: int = 0) -> pd.DataFrame:
-    """A stratified random subset of about ``max_images`` training rows, at least one per class,
-    the other splits whole (so their scores stay comparable with a full run); ``None`` keeps
-    everything."""
+    """``table`` with its training rows cut to about ``max_images`` (stratified, at least one per
+    class; ``None``: all), the other splits whole so their scores stay comparable to a full run."""
     if "split" not in table.columns:
         raise ValueError("limit_train needs a 'split' column: call split_table(table) first")
     train = table[table["split"] == "train"]

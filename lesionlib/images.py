@@ -3,6 +3,7 @@ every error names the file and the fix."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -24,8 +25,7 @@ from tqdm.contrib.concurrent import thread_map
 from lesionlib.layouts import DatasetError
 
 _VALIDATE = (
-    "run `python -m lesionlib validate` to list every unreadable image, "
-    "or train with --skip-bad-images to leave them out"
+    "run `python -m lesionlib validate` to list every bad image, or train with --skip-bad-images"
 )
 
 
@@ -109,17 +109,14 @@ def jpeg_decoder() -> tuple[str, Callable[[bytes], torch.Tensor] | None]:
 
 def read_image(path: str | Path) -> torch.Tensor:
     """The image at ``path`` as a uint8 3×H×W RGB tensor: a JPEG through :func:`jpeg_decoder`,
-    anything else (or anything it rejects) through :func:`load_image`, which gives the same
-    pixels and the error naming the file."""
+    anything else (or anything it rejects) through :func:`load_image`: the same pixels."""
     decode = jpeg_decoder()[1]
     if decode is not None:
-        try:
+        with contextlib.suppress(Exception):  # absent, truncated, 12-bit...: load_image says why
             data = Path(path).read_bytes()
             if data.startswith(b"\xff\xd8\xff"):  # the JPEG magic number
                 Image.open(io.BytesIO(data)).close()  # the header only: Pillow's bomb check
                 return decode(data)
-        except Exception:  # absent, too large, truncated, 12-bit, ...: load_image says why
-            pass
     return pil_to_tensor(load_image(path))
 
 
@@ -145,14 +142,12 @@ def _scan_image(path: str) -> tuple[str, tuple[int, int], str] | str:
     except DatasetError as err:
         return str(err)
     with Image.open(path) as header:
-        mode = header.mode
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest(), size, mode
+        return hashlib.sha1(Path(path).read_bytes()).hexdigest(), size, header.mode
 
 
 def validate_table(table: pd.DataFrame, progress: bool = True) -> dict[str, Any]:
     """Decode every image of ``table`` (a few threads); report, JSON-safe, what would break or
-    bias training: ``images``, ``classes``, ``unreadable`` ([{path, error}]), ``duplicates``
-    (identical files), ``duplicate_ids``, ``size_range`` and ``modes`` (stored PIL modes)."""
+    bias training: unreadable files, identical files, repeated ids, sizes, stored PIL modes."""
     paths = list(dict.fromkeys(table["path"].astype(str)))
     bar = {"max_workers": min(8, os.cpu_count() or 1), "desc": "validating images"}
     scans = thread_map(_scan_image, paths, **bar, disable=not progress)
@@ -162,8 +157,7 @@ def validate_table(table: pd.DataFrame, progress: bool = True) -> dict[str, Any]
     for path, (digest, _, _) in readable.items():
         by_digest.setdefault(digest, []).append(path)
     ids = table["image_id"].astype(str) if "image_id" in table.columns else pd.Series(dtype=str)
-    sizes = {"width": [s[1][0] for s in readable.values()]}
-    sizes["height"] = [s[1][1] for s in readable.values()]
+    widths, heights = ([size[i] for _, size, _ in readable.values()] for i in (0, 1))
     return {
         "images": len(table),
         "classes": {str(c): int(n) for c, n in table["label"].value_counts(sort=False).items()},
@@ -172,7 +166,7 @@ def validate_table(table: pd.DataFrame, progress: bool = True) -> dict[str, Any]
         "duplicate_ids": ids[ids.duplicated()].unique().tolist(),
         "size_range": {
             f"{f.__name__}_{side}": f(values, default=None)
-            for side, values in sizes.items()
+            for side, values in (("width", widths), ("height", heights))
             for f in (min, max)
         },
         "modes": dict(Counter(mode for _, _, mode in readable.values())),
@@ -180,8 +174,7 @@ def validate_table(table: pd.DataFrame, progress: bool = True) -> dict[str, Any]
 
 
 def drop_unreadable(table: pd.DataFrame, report: dict[str, Any]) -> pd.DataFrame:
-    """``table`` without the rows :func:`validate_table`'s ``report`` lists as unreadable;
-    raises :class:`DatasetError` when none is left."""
+    """``table`` without the rows ``report`` lists as unreadable; DatasetError if none is left."""
     keep = ~table["path"].astype(str).isin({entry["path"] for entry in report["unreadable"]})
     if not keep.any():
         raise DatasetError(
