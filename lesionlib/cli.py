@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 import warnings
@@ -13,19 +14,19 @@ from typing import Any
 from lesionlib.layouts import LAYOUTS
 from lesionlib.settings import LesionlibError
 
-PRECISIONS: dict[str, bool | str] = {"auto": True, "float32": False, "float16": "float16",
-                                      "bfloat16": "bfloat16"}  # fmt: skip
+PRECISIONS: dict[str, bool | str] = dict(
+    auto=True, float32=False, float16="float16", bfloat16="bfloat16"
+)
 """``train --precision`` -> ``fit(amp=...)``."""
 
 
 def _add_data_args(
     p: argparse.ArgumentParser, required: bool, skip_bad: bool = True, cache: bool = True
 ) -> None:
-    """--data/--layout/--skip-missing, --skip-bad-images when ``skip_bad``, --cache-size when
-    ``cache``."""
+    """--data/--layout/--skip-missing, and --skip-bad-images and --cache-size unless turned off."""
     data = "dataset folder (official layout); omitted: the embedded synthetic sample"
     p.add_argument("--data", type=Path, required=required, help=data)
-    p.add_argument("--layout", choices=LAYOUTS, default=None, help="layout of --data")
+    p.add_argument("--layout", choices=LAYOUTS, help="layout of --data")
     present = "keep only the listed images that are present (default: error)"
     p.add_argument("--skip-missing", action="store_true", help=present)
     if skip_bad:
@@ -33,7 +34,7 @@ def _add_data_args(
         p.add_argument("--skip-bad-images", action="store_true", help=bad)
     if cache:
         size = "read images from a resized cache (shorter side S px), made once"
-        p.add_argument("--cache-size", type=int, default=None, metavar="S", help=size)
+        p.add_argument("--cache-size", type=int, metavar="S", help=size)
 
 
 def _add_split_args(p: argparse.ArgumentParser) -> None:
@@ -52,11 +53,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32, help="images per batch")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (see default_lr)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: see default_lr)")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="Adam/SGD L2 weight decay")
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     p.add_argument("--scheduler", choices=("onecycle", "none"), default="onecycle")
-    p.add_argument("--grad-clip", type=float, default=None, help="clip gradient values at this")
+    p.add_argument("--grad-clip", type=float, help="clip gradient values at this")
     p.add_argument("--no-pretrained", action="store_true", help="random init (no ImageNet)")
     p.add_argument("--freeze-backbone", action="store_true", help="train only the new head")
     p.add_argument("--augment", choices=AUGMENT_PRESETS, default="basic")
@@ -67,15 +68,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--balanced-sampler", action="store_true", help="oversample rare classes")
     _add_split_args(p)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument("--num-workers", type=int)
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument(
-        "--precision",
-        choices=tuple(PRECISIONS),
-        default="auto",
-        help="auto: mixed precision on a GPU (bfloat16 where it has it, else float16); "
-        "float16/bfloat16: forced, on any device; float32: no mixed precision",
-    )
+    amp = "mixed precision: auto (on a GPU), float16/bfloat16 (on any device), float32 (off)"
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default="auto", help=amp)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--out", type=Path, default=Path("runs/latest"))
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -90,12 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model; writes OUT/model.pt and OUT/metrics.json")
     _add_train_args(t)
-    c = sub.add_parser(
-        "cv", help="k-fold cross-validation of a train recipe outside the test split; OUT/cv.json"
-    )
+    c = sub.add_parser("cv", help="k-fold cross-validation outside the test split; OUT/cv.json")
     _add_train_args(c)
-    c.add_argument("--folds", type=int, default=5, help="number of folds (the --val-fraction "
-                   "is not used: each fold validates once)")  # fmt: skip
+    folds = "number of folds (--val-fraction is not used: each fold validates once)"
+    c.add_argument("--folds", type=int, default=5, help=folds)
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on every image of a dataset")
     several = "model file(s); several (an ensemble): their mean probabilities are scored"
@@ -103,33 +97,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(e, required=False)
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--tta", action="store_true", help="test-time augmentation (flips)")
-    e.add_argument("--out", type=Path, default=None, help="write the metrics JSON here")
+    e.add_argument("--out", type=Path, help="write the metrics JSON here")
 
     d = sub.add_parser("download", help="download an official dataset, verified")
     d.add_argument("dataset", choices=sorted(DATASETS))
     d.add_argument("--to", type=Path, default=Path("data"))
-    d.add_argument("--drive-dir", type=Path, default=None, help="keep archives here (Colab)")
+    d.add_argument("--drive-dir", type=Path, help="keep archives here (Colab)")
 
     pr = sub.add_parser("prepare", help="build the pre-resized image cache for a dataset")
     _add_data_args(pr, required=True, cache=False)
     pr.add_argument("--size", type=int, default=256, help="shorter side of the copies, px")
-    pr.add_argument(
-        "--workers", type=int, default=None, help="resizing processes (default: all cores)"
-    )
+    pr.add_argument("--workers", type=int, help="resizing processes (default: all cores)")
 
     v = sub.add_parser("validate", help="scan a dataset and report problems before training")
     _add_data_args(v, required=True, skip_bad=False, cache=False)
     _add_split_args(v)
-    v.add_argument("--out", type=Path, default=None, help="write the report as JSON")
+    v.add_argument("--out", type=Path, help="write the report as JSON")
     return parser
 
 
 def _table(args: argparse.Namespace):
-    """Read the dataset named by --data/--layout (or the synthetic sample) into one table.
-
-    With --skip-bad-images every image is decoded first and the unreadable ones are left out and
-    listed.
-    """
+    """The table of --data/--layout (or the synthetic sample), as the other data options ask."""
+    from lesionlib.cache import prepare_cache
     from lesionlib.datasets import load_table
     from lesionlib.images import drop_unreadable, validate_table
     from lesionlib.synthetic import default_sample
@@ -141,42 +130,30 @@ def _table(args: argparse.Namespace):
         args.data, args.layout = default_sample(), "isic2019"
         print(f"No --data given: using the embedded synthetic sample in {args.data}")
     elif args.layout is None:
-        raise SystemExit(
-            f"error: say which layout {args.data} has: --layout {{{','.join(LAYOUTS)}}}"
-        )
+        layouts = ",".join(LAYOUTS)
+        raise SystemExit(f"error: say which layout {args.data} has: --layout {{{layouts}}}")
     table = load_table(args.data, args.layout, missing="drop" if args.skip_missing else "error")
     if getattr(args, "skip_bad_images", False):
         report = validate_table(table, progress=not getattr(args, "quiet", False))
         table = drop_unreadable(table, report)
-        skipped = [entry["error"] for entry in report["unreadable"]]
-        if skipped:
-            _print_listed(
-                f"--skip-bad-images: left out {len(skipped)} of {report['images']} images "
-                "that cannot be read:",
-                skipped,
-            )
-        else:
-            print(f"--skip-bad-images: all {report['images']} images can be read")
+        unreadable = [entry["error"] for entry in report["unreadable"]]
+        title = f"left out {len(unreadable)} of {report['images']} images that cannot be read:"
+        if not unreadable:
+            title = f"all {report['images']} images can be read"
+        _print_listed(f"--skip-bad-images: {title}", unreadable)
     if getattr(args, "cache_size", None):
-        from lesionlib.cache import prepare_cache
-
         table = prepare_cache(table, size=args.cache_size, workers=getattr(args, "workers", None))
     return table
 
 
-_LIST_LIMIT = 20
-
-
-def _print_listed(title: str, lines: list[str]) -> None:
-    """Print ``title`` and the first lines, indented; the rest are counted."""
+def _print_listed(title: str, lines: list[str], limit: int = 20) -> None:
+    """Print ``title`` and the first ``limit`` lines, indented; the rest are counted."""
     print(title)
-    for line in lines[:_LIST_LIMIT]:
+    for line in lines[:limit]:
         print(f"  {line}")
-    if len(lines) > _LIST_LIMIT:
-        print(
-            f"  ... and {len(lines) - _LIST_LIMIT} more "
-            "(all of them: python -m lesionlib validate ... --out report.json)"
-        )
+    if len(lines) > limit:
+        everything = "(all of them: python -m lesionlib validate ... --out report.json)"
+        print(f"  ... and {len(lines) - limit} more {everything}")
 
 
 def _print_report(report: dict[str, Any]) -> bool:
@@ -185,10 +162,8 @@ def _print_report(report: dict[str, Any]) -> bool:
     print(f"{report['images']} images in {len(report['classes'])} classes: {counts}")
     size = report["size_range"]
     if size["min_width"] is not None:
-        print(
-            f"image sizes: {size['min_width']}-{size['max_width']} px wide, "
-            f"{size['min_height']}-{size['max_height']} px high"
-        )
+        wide = f"{size['min_width']}-{size['max_width']} px wide"
+        print(f"image sizes: {wide}, {size['min_height']}-{size['max_height']} px high")
     print("colour modes: " + ", ".join(f"{mode} {n}" for mode, n in report["modes"].items()))
     problems = {
         "unreadable image(s): delete or replace them (re-download), or train/evaluate with "
@@ -214,15 +189,12 @@ def _print_metrics(metrics: dict[str, Any], header: str) -> None:
     for name in HEADLINE + (BINARY_HEADLINE if "binary" in metrics else ()):
         print(f"  {name.replace('_', ' '):<18} {with_ci(metrics, name)}")
     for cls, row in metrics["per_class"].items():
-        print(
-            f"  {cls:>10}  recall {row['recall']:.3f}  precision {row['precision']:.3f}"
-            f"  n={row['support']}"
-        )
+        recall, precision, n = row["recall"], row["precision"], row["support"]
+        print(f"  {cls:>10}  recall {recall:.3f}  precision {precision:.3f}  n={n}")
 
 
 def _fit_one(args: argparse.Namespace, table: Any, seed: int, checkpoint: Path | None) -> tuple:
-    """Build the network, loaders, optimizer, schedule and loss of ``args`` and train with
-    ``seed``; returns ``(model, fit result, peak lr, loaders)``."""
+    """Train the recipe of ``args`` with ``seed``: ``(model, fit result, peak lr, loaders)``."""
     import torch
     from torch import nn
 
@@ -234,14 +206,22 @@ def _fit_one(args: argparse.Namespace, table: Any, seed: int, checkpoint: Path |
     classes = classes_of(table)
     device = get_device()
     pretrained = args.model != "simplecnn" and not args.no_pretrained
-    model = build_model(args.model, len(classes), pretrained, args.freeze_backbone,
-                        args.image_size).to(device)  # fmt: skip
-    print(f"model {args.model}: {count_parameters(model):,} parameters, "
-          f"weights {model.pretrained_source}, seed {seed}")  # fmt: skip
+    model = build_model(
+        args.model, len(classes), pretrained, args.freeze_backbone, args.image_size
+    ).to(device)
+    n = count_parameters(model)
+    print(f"model {args.model}: {n:,} parameters, weights {model.pretrained_source}, seed {seed}")
     if args.compile:
         model.compile()  # in place: the weights keep their names
-    loaders = make_loaders(table, args.image_size, args.batch_size, args.augment,
-                           args.balanced_sampler, args.num_workers, seed)  # fmt: skip
+    loaders = make_loaders(
+        table,
+        args.image_size,
+        args.batch_size,
+        args.augment,
+        args.balanced_sampler,
+        args.num_workers,
+        seed,
+    )
     # The recipe as PyTorch objects, as the notebooks build them.
     lr = args.lr if args.lr is not None else default_lr(args.optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -257,26 +237,36 @@ def _fit_one(args: argparse.Namespace, table: Any, seed: int, checkpoint: Path |
     train_rows = table[table["split"] == "train"]
     weight = class_weights_from(train_rows, len(classes)).to(device) if args.class_weights else None
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
-    result = fit(model, loaders, optimizer, args.epochs, scheduler=scheduler, loss_fn=loss_fn,
-                 grad_clip=args.grad_clip, amp=PRECISIONS[args.precision],
-                 checkpoint_path=checkpoint, resume=args.resume, seed=seed,
-                 progress=not args.quiet)  # fmt: skip
+    result = fit(
+        model,
+        loaders,
+        optimizer,
+        args.epochs,
+        scheduler=scheduler,
+        loss_fn=loss_fn,
+        grad_clip=args.grad_clip,
+        amp=PRECISIONS[args.precision],
+        checkpoint_path=checkpoint,
+        resume=args.resume,
+        seed=seed,
+        progress=not args.quiet,
+    )
     return model, result, lr, loaders
 
 
 def _fit_and_test(args: argparse.Namespace, table: Any, out: Path | None) -> tuple[dict, list]:
-    """Train ``--ensemble`` models (seeds seed, seed + 1, ...) with the recipe of ``args`` on
-    ``table``'s train split, each keeping its best epoch on the val split if there is one, and
-    evaluate their mean probabilities on the test split; returns the metrics (with intervals,
-    history and run record) and the models."""
+    """Train ``--ensemble`` models (seeds seed, seed + 1, ...) and score their mean probabilities
+    on the test split: the metrics (with intervals, history and run record) and the models."""
     import numpy as np
 
     from lesionlib.datasets import classes_of
     from lesionlib.metrics import HEADLINE, evaluate_predictions
     from lesionlib.train import RunRecord, predict
 
-    members = [_fit_one(args, table, args.seed + k, out and out / _member_file("checkpoint", k))
-               for k in range(args.ensemble)]  # fmt: skip
+    members = [
+        _fit_one(args, table, args.seed + k, out and out / _member_file("checkpoint", k))
+        for k in range(args.ensemble)
+    ]
     models = [model for model, *_ in members]
     _, result, lr, loaders = members[0]
     split = next(s for s in ("test", "val", "train") if s in loaders)  # fractions 0: train
@@ -285,8 +275,8 @@ def _fit_and_test(args: argparse.Namespace, table: Any, out: Path | None) -> tup
 
     outputs = [predict(model, loaders[split], tta=args.tta) for model in models]
     probs, targets = [p for p, _ in outputs], outputs[0][1]
-    metrics = evaluate_predictions(targets, np.mean(probs, axis=0), classes, groups=groups,
-                                   seed=args.seed)  # fmt: skip
+    mean = np.mean(probs, axis=0)
+    metrics = evaluate_predictions(targets, mean, classes, groups=groups, seed=args.seed)
     # What each lever adds, measured on the same models: without the flips, with one model.
     plain_probs = [predict(model, loaders[split])[0] for model in models] if args.tta else None
     levers = {"without_tta": plain_probs, "one_model": probs[:1] if len(models) > 1 else None}
@@ -298,17 +288,11 @@ def _fit_and_test(args: argparse.Namespace, table: Any, out: Path | None) -> tup
     recipe.update(lr=lr, best_epoch=[r.best_epoch for _, r, *_ in members], device=result.device)
     counts = {str(k): int(v) for k, v in table.groupby("split", observed=True).size().items()}
     record = RunRecord(
-        model=args.model,
+        **{key: getattr(args, key) for key in _RECORDED},
         classes=classes,
-        image_size=args.image_size,
         weights=models[0].pretrained_source,
         data=str(args.data),
-        layout=args.layout,
-        seed=args.seed,
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
         split_sizes=counts,
-        cache_size=args.cache_size,
         recipe=recipe,
     )
     metrics.update(history=result.history, run=record.as_dict(), evaluated_on=split)
@@ -326,6 +310,8 @@ _RECIPE = (
     + ("tta", "ensemble", "compile", "precision")
 )
 """The ``train`` options recorded as the run's recipe."""
+_RECORDED = ("model", "image_size", "layout", "seed", "val_fraction", "test_fraction", "cache_size")
+"""The ``train`` options recorded as ``RunRecord`` fields of the same name."""
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -350,9 +336,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    """k-fold cross-validation of a recipe on the rows outside the test split (which stays
-    untouched for the final evaluation): folds stratified by class and grouped by lesion, each
-    model trained for the full schedule (no epoch chosen on its fold) and scored on its fold."""
+    """k-fold cross-validation outside the test split: folds stratified by class, grouped by
+    lesion; each model trained for the full schedule (no epoch chosen) and scored on its fold."""
     import numpy as np
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -365,19 +350,18 @@ def cmd_cv(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for k, (_, held) in enumerate(folds.split(table, table["target"], table["lesion_id"]), 1):
-        print(
-            f"fold {k}/{args.folds}: {len(table) - len(held)} images to train, {len(held)} to score"
-        )
+        trained = len(table) - len(held)
+        print(f"fold {k}/{args.folds}: {trained} images to train, {len(held)} to score")
         fold_table = table.assign(split=np.where(table.index.isin(held), "test", "train"))
         start = time.perf_counter()
         metrics, _ = _fit_and_test(args, fold_table, None)
+        seconds = time.perf_counter() - start  # training and scoring every model of the fold
         scores = {m: metrics[m] for m in HEADLINE}
         scores.update({m: metrics["binary"][m] for m in BINARY_HEADLINE if "binary" in metrics})
-        seconds = time.perf_counter() - start  # training and scoring every model of the fold
-        levers = {f"{m}_{key}": v for key in ("without_tta", "one_model")
-                  for m, v in metrics.get(key, {}).items()}  # fmt: skip
-        rows.append({"fold": k, "images": len(held), **scores, **levers, "seconds": round(seconds)})
         print("  " + ", ".join(f"{m} {v:.3f}" for m, v in scores.items() if v is not None))
+        for lever in ("without_tta", "one_model"):
+            scores.update({f"{m}_{lever}": v for m, v in metrics.get(lever, {}).items()})
+        rows.append({"fold": k, "images": len(held), **scores, "seconds": round(seconds)})
     summary = {m: _mean_sd([r[m] for r in rows]) for m in rows[0] if m not in ("fold", "images")}
     report = {"folds": rows, "mean_sd": summary, "run": metrics["run"], "command": sys.argv[1:]}
     (args.out / "cv.json").write_text(json.dumps(report, indent=2))
@@ -390,8 +374,6 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 def _mean_sd(values: list[float | None]) -> list[float] | None:
     """[mean, sample standard deviation] of the values (None if any is None)."""
-    import statistics
-
     if any(v is None for v in values):
         return None
     return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
@@ -403,8 +385,7 @@ def default_lr(optimizer: str) -> float:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate a saved model on every image of a dataset, with the classes stored in it, the
-    images read as the training run read them (its cache size, unless --cache-size is given)."""
+    """Score saved models on every image of a dataset, read as their training run read it."""
     import pandas as pd
     from torch.utils.data import DataLoader
 
@@ -417,7 +398,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     record = models[0][1]
     if any(r.classes != record.classes or r.image_size != record.image_size for _, r in models):
         raise SystemExit("error: the checkpoints differ in classes or image size: not one ensemble")
-    if args.cache_size is None:  # read the images as the training run did
+    if args.cache_size is None:
         args.cache_size = record.cache_size
     table = _table(args)
     unknown = sorted(set(classes_of(table)) - set(record.classes))
@@ -441,7 +422,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "cache_size": args.cache_size,
         "tta": args.tta,
     }
-    _print_metrics(metrics, f"{len(table)} images from {args.data or 'the synthetic sample'}:")
+    _print_metrics(metrics, f"{len(table)} images from {args.data}:")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(metrics, indent=2))
