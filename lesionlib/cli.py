@@ -70,7 +70,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int)
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    amp = "mixed precision: auto (on a GPU), float16/bfloat16 (on any device), float32 (off)"
+    amp = "auto: on a GPU bfloat16 where it has it, else float16; float16/bfloat16: forced; float32"
     p.add_argument("--precision", choices=tuple(PRECISIONS), default="auto", help=amp)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--out", type=Path, default=Path("runs/latest"))
