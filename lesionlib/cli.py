@@ -66,6 +66,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true", help="evaluate with test-time flips")
     p.add_argument("--ensemble", type=int, default=1, help="models (seeds) whose mean is scored")
     p.add_argument("--balanced-sampler", action="store_true", help="oversample rare classes")
+    p.add_argument(
+        "--logit-adjust",
+        type=float,
+        default=0.0,
+        metavar="TAU",
+        help="logit-adjusted loss (tau * log class prior added to the logits)",
+    )
     _add_split_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int)
@@ -200,7 +207,15 @@ def _fit_one(args: argparse.Namespace, table: Any, seed: int, checkpoint: Path |
 
     from lesionlib.datasets import classes_of
     from lesionlib.models import build_model, count_parameters
-    from lesionlib.train import class_weights_from, fit, get_device, make_loaders, seed_everything
+    from lesionlib.train import (
+        LogitAdjustedLoss,
+        class_prior,
+        class_weights_from,
+        fit,
+        get_device,
+        make_loaders,
+        seed_everything,
+    )
 
     seed_everything(seed)
     classes = classes_of(table)
@@ -237,6 +252,9 @@ def _fit_one(args: argparse.Namespace, table: Any, seed: int, checkpoint: Path |
     train_rows = table[table["split"] == "train"]
     weight = class_weights_from(train_rows, len(classes)).to(device) if args.class_weights else None
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
+    if args.logit_adjust:
+        prior = class_prior(train_rows["target"], len(classes)).to(device)
+        loss_fn = LogitAdjustedLoss(prior, args.logit_adjust)
     result = fit(
         model,
         loaders,
@@ -306,7 +324,14 @@ def _member_file(stem: str, k: int) -> str:
 
 _RECIPE = (
     ("epochs", "batch_size", "optimizer", "weight_decay", "scheduler", "grad_clip")
-    + ("freeze_backbone", "augment", "class_weights", "label_smoothing", "balanced_sampler")
+    + (
+        "freeze_backbone",
+        "augment",
+        "class_weights",
+        "label_smoothing",
+        "balanced_sampler",
+        "logit_adjust",
+    )
     + ("tta", "ensemble", "compile", "precision")
 )
 """The ``train`` options recorded as the run's recipe."""
@@ -476,7 +501,10 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments and run the sub-command; library errors become one clear line."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "logit_adjust", 0) and args.class_weights:
+        parser.error("--logit-adjust and --class-weights both reweight the classes: pass one")
     with warnings.catch_warnings():  # restores the usual warning display on return
         warnings.showwarning = _show_warning
         try:

@@ -169,6 +169,29 @@ def class_weights_from(
     return torch.tensor(weights, dtype=torch.float32)
 
 
+class LogitAdjustedLoss(nn.Module):
+    """Cross-entropy on the logits plus ``tau * log(class prior)`` (Menon et al., ICLR 2021): the
+    model's plain argmax then aims at balanced accuracy instead of favouring frequent classes."""
+
+    def __init__(self, prior: torch.Tensor, tau: float = 1.0) -> None:
+        super().__init__()
+        self.tau = tau
+        self.register_buffer("shift", tau * torch.as_tensor(prior, dtype=torch.float32).log())
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits + self.shift, targets)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}, prior={(self.shift / self.tau).exp().tolist()}"
+
+
+def class_prior(targets: pd.Series | Sequence[int] | np.ndarray, num_classes: int) -> torch.Tensor:
+    """Each class's share of the training targets (an absent class counts as one image)."""
+    counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=num_classes)
+    counts = np.maximum(counts, 1).astype(np.float64)
+    return torch.tensor(counts / counts.sum(), dtype=torch.float32)
+
+
 # --- training ---------------------------------------------------------------------------------
 
 

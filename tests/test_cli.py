@@ -212,3 +212,17 @@ def test_an_ensemble_is_trained_saved_and_evaluated_as_the_mean_of_its_models(
     models = [str(out / "model.pt"), str(out / "model-2.pt")]
     assert main(["evaluate", "--checkpoint", *models, "--out", str(report)]) == 0
     assert json.loads(report.read_text())["evaluation"]["checkpoint"] == models
+
+
+def test_train_with_a_logit_adjusted_loss_records_it_and_refuses_class_weights_beside_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "la"
+    tiny = ["--epochs", "1", "--image-size", "32", "--augment", "none", "--num-workers", "0"]
+    assert main(["train", *tiny, "--logit-adjust", "1", "--out", str(out)]) == 0
+    assert load_model(out / "model.pt", "cpu")[1].recipe["logit_adjust"] == 1.0
+    assert "LogitAdjustedLoss(tau=1.0" in load_checkpoint(out / "checkpoint.pt")["run"]["loss"]
+    with pytest.raises(SystemExit) as info:
+        main(["train", *tiny, "--logit-adjust", "1", "--class-weights"])
+    assert info.value.code == 2
+    assert "pass one" in capsys.readouterr().err

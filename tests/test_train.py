@@ -451,3 +451,32 @@ def test_fit_and_predict_on_uint8_batches_match_the_float_pipeline(sample_table)
     for (ours, targets), (theirs, expected) in zip(pixel_probs, float_probs, strict=True):
         np.testing.assert_allclose(ours, theirs, atol=1e-4)
         assert np.array_equal(targets, expected)
+
+
+def test_logit_adjusted_loss_is_cross_entropy_on_logits_shifted_by_the_log_prior() -> None:
+    torch.manual_seed(0)
+    logits, targets = torch.randn(16, 3), torch.randint(0, 3, (16,))
+    prior = train.class_prior([0] * 8 + [1] * 3 + [2], 3)  # 8 : 3 : 1
+    assert torch.allclose(prior, torch.tensor([8, 3, 1]) / 12)
+    loss = train.LogitAdjustedLoss(prior, tau=1.0)
+    expected = nn.functional.cross_entropy(logits + prior.log(), targets)
+    assert torch.isclose(loss(logits, targets), expected)
+    uniform = train.LogitAdjustedLoss(torch.full((3,), 1 / 3), tau=2.0)
+    assert torch.isclose(uniform(logits, targets), nn.functional.cross_entropy(logits, targets))
+    # trained on the same data, the loss raises a rare class's own logit: the argmax favours it more
+    fitted = {}
+    for name, loss_fn in {"plain": nn.CrossEntropyLoss(), "adjusted": loss}.items():
+        bias = torch.zeros(3, requires_grad=True)
+        optimizer = torch.optim.SGD([bias], lr=0.5)
+        for _ in range(200):
+            optimizer.zero_grad()
+            loss_fn(bias.expand(12, 3), torch.tensor([0] * 8 + [1] * 3 + [2])).backward()
+            optimizer.step()
+        fitted[name] = bias.detach()
+    assert fitted["plain"].argmax() == 0  # the majority class
+    assert torch.allclose(fitted["adjusted"] - fitted["adjusted"].mean(), torch.zeros(3), atol=0.05)
+
+
+def test_class_prior_counts_an_absent_class_as_one_image() -> None:
+    prior = train.class_prior(np.array([0, 0, 0]), 2)
+    assert torch.allclose(prior, torch.tensor([0.75, 0.25]))
