@@ -19,6 +19,9 @@ from lesionlib.settings import cache_dir
 from lesionlib.synthetic import default_sample
 from lesionlib.train import RunRecord, load_checkpoint, load_model, save_model
 
+# one epoch of 32-px images without augmentation, in the main process: a run in seconds
+TINY = ["--epochs", "1", "--image-size", "32", "--augment", "none", "--num-workers", "0"]
+
 METRIC_KEYS = {
     "accuracy",
     "balanced_accuracy",
@@ -66,8 +69,7 @@ def test_cv_scores_every_non_test_image_once_and_summarises_the_folds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "cv"
-    tiny = ["--epochs", "1", "--image-size", "32", "--augment", "none", "--num-workers", "0"]
-    assert main(["cv", "--folds", "3", *tiny, "--tta", "--quiet", "--out", str(out)]) == 0
+    assert main(["cv", "--folds", "3", *TINY, "--tta", "--quiet", "--out", str(out)]) == 0
     report = json.loads((out / "cv.json").read_text())
     folds = report["folds"]
     assert [f["fold"] for f in folds] == [1, 2, 3]
@@ -177,8 +179,7 @@ def test_train_precision_float16_trains_through_the_grad_scaler_even_on_the_cpu(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    tiny = ["--epochs", "1", "--image-size", "32", "--augment", "none", "--num-workers", "0"]
-    assert main(["train", *tiny, "--precision", "float16", "--out", str(out)]) == 0
+    assert main(["train", *TINY, "--precision", "float16", "--out", str(out)]) == 0
     assert "Training on cpu: float16 mixed precision, NCHW, batch 32" in capsys.readouterr().out
     assert load_model(out / "model.pt", "cpu")[1].recipe["precision"] == "float16"
     assert load_checkpoint(out / "checkpoint.pt")["scaler"]["_growth_tracker"] > 0  # enabled
@@ -197,8 +198,7 @@ def test_an_ensemble_is_trained_saved_and_evaluated_as_the_mean_of_its_models(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "ens"
-    tiny = ["--epochs", "1", "--image-size", "32", "--augment", "none", "--num-workers", "0"]
-    assert main(["train", *tiny, "--ensemble", "2", "--quiet", "--out", str(out)]) == 0
+    assert main(["train", *TINY, "--ensemble", "2", "--quiet", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert (
         metrics["run"]["recipe"]["ensemble"] == 2
@@ -218,11 +218,10 @@ def test_train_with_a_logit_adjusted_loss_records_it_and_refuses_class_weights_b
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "la"
-    tiny = ["--epochs", "1", "--image-size", "32", "--augment", "none", "--num-workers", "0"]
-    assert main(["train", *tiny, "--logit-adjust", "1", "--out", str(out)]) == 0
+    assert main(["train", *TINY, "--logit-adjust", "1", "--out", str(out)]) == 0
     assert load_model(out / "model.pt", "cpu")[1].recipe["logit_adjust"] == 1.0
     assert "LogitAdjustedLoss(tau=1.0" in load_checkpoint(out / "checkpoint.pt")["run"]["loss"]
     with pytest.raises(SystemExit) as info:
-        main(["train", *tiny, "--logit-adjust", "1", "--class-weights"])
+        main(["train", *TINY, "--logit-adjust", "1", "--class-weights"])
     assert info.value.code == 2
     assert "pass one" in capsys.readouterr().err
