@@ -253,7 +253,7 @@ def _fit_one(args: argparse.Namespace, table: Any, seed: int, checkpoint: Path |
     weight = class_weights_from(train_rows, len(classes)).to(device) if args.class_weights else None
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
     if args.logit_adjust:
-        prior = class_prior(train_rows["target"], len(classes)).to(device)
+        prior = class_prior(train_rows, len(classes)).to(device)
         loss_fn = LogitAdjustedLoss(prior, args.logit_adjust)
     result = fit(
         model,

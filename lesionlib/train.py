@@ -149,24 +149,38 @@ def make_loaders(
     return loaders
 
 
-def class_weights_from(
-    table_or_targets: pd.DataFrame | Sequence[int] | np.ndarray | torch.Tensor, num_classes: int
-) -> torch.Tensor:
-    """Inverse-frequency class weights for the cross-entropy: sklearn's "balanced" weights of
-    the training targets rescaled to mean 1 (the loss keeps its scale); absent classes get 1."""
+TargetsLike = pd.DataFrame | Sequence[int] | np.ndarray | torch.Tensor
+
+
+def _training_targets(table_or_targets: TargetsLike, num_classes: int, caller: str) -> np.ndarray:
+    """The training targets as int64, each checked to lie in ``[0, num_classes)``."""
     if isinstance(table_or_targets, pd.DataFrame):
         table_or_targets = table_or_targets["target"]
     targets = np.asarray(table_or_targets, dtype=np.int64).reshape(-1)
     if targets.size == 0 or targets.min() < 0 or targets.max() >= num_classes:
         raise ValueError(
-            f"class_weights_from needs the training targets, each in [0, {num_classes - 1}] "
+            f"{caller} needs the training targets, each in [0, {num_classes - 1}] "
             f"for num_classes={num_classes}"
         )
+    return targets
+
+
+def class_weights_from(table_or_targets: TargetsLike, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency class weights for the cross-entropy: sklearn's "balanced" weights of
+    the training targets rescaled to mean 1 (the loss keeps its scale); absent classes get 1."""
+    targets = _training_targets(table_or_targets, num_classes, "class_weights_from")
     present = np.unique(targets)
     balanced = compute_class_weight("balanced", classes=present, y=targets)
     weights = np.ones(num_classes)
     weights[present] = balanced / balanced.mean()
     return torch.tensor(weights, dtype=torch.float32)
+
+
+def class_prior(table_or_targets: TargetsLike, num_classes: int) -> torch.Tensor:
+    """Each class's share of the training targets (an absent class counts as one image)."""
+    targets = _training_targets(table_or_targets, num_classes, "class_prior")
+    counts = np.maximum(np.bincount(targets, minlength=num_classes), 1).astype(np.float64)
+    return torch.tensor(counts / counts.sum(), dtype=torch.float32)
 
 
 class LogitAdjustedLoss(nn.Module):
@@ -176,20 +190,13 @@ class LogitAdjustedLoss(nn.Module):
     def __init__(self, prior: torch.Tensor, tau: float = 1.0) -> None:
         super().__init__()
         self.tau = tau
-        self.register_buffer("shift", tau * torch.as_tensor(prior, dtype=torch.float32).log())
+        self.register_buffer("log_prior", torch.as_tensor(prior, dtype=torch.float32).log())
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(logits + self.shift, targets)
+        return nn.functional.cross_entropy(logits + self.tau * self.log_prior, targets)
 
     def extra_repr(self) -> str:
-        return f"tau={self.tau}, prior={(self.shift / self.tau).exp().tolist()}"
-
-
-def class_prior(targets: pd.Series | Sequence[int] | np.ndarray, num_classes: int) -> torch.Tensor:
-    """Each class's share of the training targets (an absent class counts as one image)."""
-    counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=num_classes)
-    counts = np.maximum(counts, 1).astype(np.float64)
-    return torch.tensor(counts / counts.sum(), dtype=torch.float32)
+        return f"tau={self.tau}, prior={self.log_prior.exp().tolist()}"
 
 
 # --- training ---------------------------------------------------------------------------------

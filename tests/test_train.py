@@ -480,3 +480,13 @@ def test_logit_adjusted_loss_is_cross_entropy_on_logits_shifted_by_the_log_prior
 def test_class_prior_counts_an_absent_class_as_one_image() -> None:
     prior = train.class_prior(np.array([0, 0, 0]), 2)
     assert torch.allclose(prior, torch.tensor([0.75, 0.25]))
+
+
+def test_class_prior_reads_a_table_and_refuses_targets_outside_the_classes() -> None:
+    table = pd.DataFrame({"target": [0, 1, 1, 1]})
+    assert torch.allclose(train.class_prior(table, 2), torch.tensor([0.25, 0.75]))
+    with pytest.raises(
+        ValueError, match=r"class_prior needs the training targets, each in \[0, 1\]"
+    ):
+        train.class_prior([0, 2], 2)
+    assert "tau=0.0" in repr(train.LogitAdjustedLoss(torch.tensor([0.5, 0.5]), tau=0.0))
