@@ -147,7 +147,8 @@ def _scan_image(path: str) -> tuple[str, tuple[int, int], str] | str:
 
 def validate_table(table: pd.DataFrame, progress: bool = True) -> dict[str, Any]:
     """Decode every image of ``table`` (a few threads); report, JSON-safe, what would break or
-    bias training: unreadable files, identical files, repeated ids, sizes, stored PIL modes."""
+    bias training: ``images``, ``classes``, ``unreadable`` ([{path, error}]), ``duplicates``
+    (identical files), ``duplicate_ids``, ``size_range`` and ``modes`` (stored PIL modes)."""
     paths = list(dict.fromkeys(table["path"].astype(str)))
     bar = {"max_workers": min(8, os.cpu_count() or 1), "desc": "validating images"}
     scans = thread_map(_scan_image, paths, **bar, disable=not progress)

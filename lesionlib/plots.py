@@ -284,8 +284,9 @@ def plot_roc_pr(
             ax.annotate(f"t = {threshold:.2f}", point, offset, **note)
     roc_ax.set(title="ROC curve", xlabel="False positive rate (1 − specificity)", aspect="equal")
     roc_ax.set_ylabel("True positive rate (sensitivity)")
-    pr_ax.set(title="Precision–recall curve", xlabel="Recall (sensitivity)")
-    pr_ax.set_ylabel("Precision (PPV)")
+    pr_ax.set(
+        title="Precision–recall curve", xlabel="Recall (sensitivity)", ylabel="Precision (PPV)"
+    )
     for ax, where in ((roc_ax, "lower right"), (pr_ax, "lower left")):
         ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
         _percent(ax.xaxis, ax.yaxis)
